@@ -1,0 +1,69 @@
+"""The store's model caches: embeddings (model, content sha), generations (key → output).
+
+Embeddings are float32 bytes. A lookup returns the hits; callers compute the misses in batches and
+write them back in one transaction (``ON CONFLICT DO NOTHING``, so two workers computing the same
+miss do not collide).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+from sqlalchemy import select
+
+from capstore.backends.base import Generation
+from capstore.store.content import insert_ignore
+from capstore.store.engine import Store
+from capstore.store.schema import EmbeddingCache, GenerationCache
+
+_CHUNK = 20_000
+
+
+def get_embeddings(store: Store, model_id: int, kind: str, shas: Sequence[str]) -> dict[str, np.ndarray]:
+    """Cached embeddings of ``shas`` (``kind`` = image | text) for ``model_id``."""
+    wanted = list(dict.fromkeys(shas))
+    out: dict[str, np.ndarray] = {}
+    with store.read() as s:
+        for i in range(0, len(wanted), _CHUNK):
+            rows = s.execute(
+                select(EmbeddingCache.content_sha, EmbeddingCache.vector).where(
+                    EmbeddingCache.model_id == model_id, EmbeddingCache.content_kind == kind,
+                    EmbeddingCache.content_sha.in_(wanted[i : i + _CHUNK]))
+            ).all()
+            out.update((sha, np.frombuffer(vec, dtype=np.float32)) for sha, vec in rows)
+    return out
+
+
+def put_embeddings(store: Store, model_id: int, kind: str, shas: Sequence[str], vectors: np.ndarray) -> None:
+    """Store embeddings (one transaction)."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    rows = [{"model_id": model_id, "content_kind": kind, "content_sha": sha, "dim": int(vectors.shape[1]),
+             "vector": vectors[i].tobytes()} for i, sha in enumerate(shas)]
+    with store.write() as s:
+        insert_ignore(s, EmbeddingCache, rows)
+
+
+def get_generations(store: Store, keys: Sequence[str]) -> dict[str, Generation]:
+    """Cached generations by key (replayed with ``cached=True``)."""
+    out: dict[str, Generation] = {}
+    with store.read() as s:
+        rows = s.execute(select(GenerationCache).where(GenerationCache.key.in_(list(set(keys))))).scalars().all()
+        for r in rows:
+            extra = {"candidates": r.parsed} if r.parsed else {}
+            out[r.key] = Generation(text=r.raw_output, tokens_in=r.tokens_in or 0, tokens_out=r.tokens_out or 0,
+                                    cached=True, extra=extra)
+    return out
+
+
+def put_generations(store: Store, model_id: int, entries: Sequence[tuple[str, dict[str, Any], Generation]]) -> None:
+    """Cache successful, non-empty generations: (key, parts, generation). Errors are never cached."""
+    rows = [
+        {"key": key, "model_id": model_id, "prompt_sha": parts.get("prompt"), "image_sha": parts.get("image"),
+         "params": parts, "seed": parts.get("seed"), "raw_output": g.text, "parsed": g.extra.get("candidates"),
+         "tokens_in": g.tokens_in, "tokens_out": g.tokens_out}
+        for key, parts, g in entries if g.ok and g.text.strip()
+    ]
+    if rows:
+        with store.write() as s:
+            insert_ignore(s, GenerationCache, rows)

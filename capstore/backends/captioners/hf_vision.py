@@ -1,0 +1,140 @@
+"""Shared machinery of the transformers vision captioners (BLIP-2, LLaVA): load, batch, seed, cache.
+
+Cache key parts: model fingerprint, image sha, prompt sha, generation params, seed (per image and
+candidate). ``num_candidates`` > 1 samples that many captions per image (seeds seed, seed+1, …);
+they come back in ``Generation.extra["candidates"]`` and the first is the caption.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from capstore.backends.base import CallContext, Generation, ImageRef
+from capstore.backends.cache_keys import cache_key, generation_parts
+from capstore.backends.caching import get_generations, put_generations
+from capstore.backends.devices import device_name, resolve_device, resolve_dtype, timed
+from capstore.backends.models import register_model
+from capstore.backends.registry import BackendSpec
+from capstore.backends.sampling import count_new_tokens, make_sampler
+from capstore.backends.usage import record_usage
+from capstore.errors import BackendError, InputError
+from capstore.store.content import sha256_text
+from capstore.store.engine import Store
+from capstore.store.images import decode_image
+
+
+class HFVisionCaptioner:
+    """Base class: subclasses set ``backend``, ``impl``, ``model_class`` and ``build_prompt``."""
+
+    backend = ""
+    impl = ""
+    default_prompt = ""
+
+    def __init__(self, spec: BackendSpec, store: Store, device: str = "auto", dtype: str | None = None,
+                 prompt: str | None = None, max_new_tokens: int = 30, do_sample: bool = False,
+                 temperature: float = 1.0, top_p: float = 0.9, num_candidates: int = 1, batch_size: int = 8,
+                 adapter: str | None = None) -> None:
+        from transformers import AutoProcessor
+
+        self.store, self.batch_size = store, batch_size
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        try:
+            self.processor = AutoProcessor.from_pretrained(spec.model)
+            self.model = self.model_class().from_pretrained(spec.model, dtype=self.dtype)
+            if adapter:
+                from peft import PeftModel
+
+                self.model = PeftModel.from_pretrained(self.model, adapter)
+        except ImportError as exc:
+            raise BackendError(f"{spec}: --adapter needs peft (pip install 'capstore[peft]'): {exc}") from exc
+        except Exception as exc:
+            raise BackendError(f"cannot load captioner {spec}: {str(exc).splitlines()[0]}") from exc
+        self.model = self.model.to(self.device).eval()
+        self.tokenizer = self.processor.tokenizer
+        self.tokenizer.padding_side = "left"
+        self.prompt = prompt if prompt is not None else self.default_prompt
+        self.num_candidates = max(1, num_candidates)
+        sampling = do_sample or self.num_candidates > 1
+        self.params: dict[str, Any] = {"prompt": self.prompt, "max_new_tokens": max_new_tokens, "do_sample": sampling,
+                                       "temperature": temperature if sampling else None,
+                                       "top_p": top_p if sampling else None, "num_candidates": self.num_candidates}
+        settings = {"dtype": str(self.dtype), "impl": self.impl}
+        weights = spec.model if adapter is None else f"{spec.model}+adapter"
+        self.model_id, self.fingerprint = register_model(store, kind="captioner", backend=self.backend,
+                                                         name=str(spec), weights=weights, settings=settings)
+        if adapter:  # the adapter's weights are part of the identity
+            from capstore.backends.models import weights_sha
+
+            self.fingerprint = sha256_text(self.fingerprint + weights_sha(adapter))
+            self.model_id, _ = register_model(store, kind="captioner", backend=self.backend, name=f"{spec}+{adapter}",
+                                              weights=adapter, settings={**settings, "base": self.fingerprint})
+        self.device_name = device_name(self.device)
+        self.model_calls = 0
+
+    def model_class(self):  # type: ignore[no-untyped-def]
+        raise NotImplementedError
+
+    def build_prompt(self) -> str:
+        raise NotImplementedError
+
+    def caption(self, images: Sequence[ImageRef], seeds: Sequence[int], ctx: CallContext = CallContext()) -> list[Generation]:
+        parts = [generation_parts(backend=self.backend, model=self.fingerprint, impl=self.impl, params=self.params,
+                                  prompt_sha=sha256_text(self.prompt), image_sha=im.sha256, seed=s)
+                 for im, s in zip(images, seeds)]
+        keys = [cache_key(p) for p in parts]
+        found = get_generations(self.store, keys)
+        todo = [i for i, k in enumerate(keys) if k not in found]
+        results: dict[str, Generation] = dict(found)
+        with timed(self.device) as t:
+            for start in range(0, len(todo), self.batch_size):
+                batch = todo[start : start + self.batch_size]
+                outs = self._caption_batch([images[i] for i in batch], [seeds[i] for i in batch])
+                put_generations(self.store, self.model_id, [(keys[i], parts[i], g) for i, g in zip(batch, outs)])
+                results.update((keys[i], g) for i, g in zip(batch, outs))
+        fresh = [results[keys[i]] for i in todo]
+        record_usage(self.store, run_id=ctx.run_id, stage=ctx.stage or "caption", model_id=self.model_id,
+                     device_type=self.device.split(":")[0], device_name=self.device_name,
+                     device_seconds=t.device_seconds if todo else 0.0, wall_seconds=t.wall_seconds,
+                     tokens_in=sum(g.tokens_in for g in fresh), tokens_out=sum(g.tokens_out for g in fresh),
+                     images=len(todo), items=len(images), calls=-(-len(todo) // self.batch_size),
+                     cached=len(images) - len(todo), worker=ctx.worker)
+        return [results[k] for k in keys]
+
+    def _caption_batch(self, images: list[ImageRef], seeds: list[int]) -> list[Generation]:
+        import torch
+        from transformers import LogitsProcessorList
+
+        decoded: list[Generation | None] = [None] * len(images)
+        pil, ok = [], []
+        for i, im in enumerate(images):
+            try:
+                pil.append(decode_image(im))
+                ok.append(i)
+            except InputError as exc:  # a corrupt image fails its item only
+                decoded[i] = Generation(error=str(exc), error_kind="corrupt_image")
+        if ok:
+            self.model_calls += 1
+            n = self.num_candidates
+            rows_pil = [p for p in pil for _ in range(n)]
+            rows_seed = [seeds[i] + k for i in ok for k in range(n)]
+            enc = self.processor(images=rows_pil, text=[self.build_prompt()] * len(rows_pil), return_tensors="pt",
+                                 padding=True).to(self.device)
+            enc["pixel_values"] = enc["pixel_values"].to(self.dtype)
+            kwargs: dict[str, Any] = {"max_new_tokens": self.params["max_new_tokens"], "do_sample": False,
+                                      "pad_token_id": self.tokenizer.pad_token_id}
+            if self.params["do_sample"]:
+                kwargs["logits_processor"] = LogitsProcessorList([make_sampler(
+                    rows_seed, self.params["temperature"], self.params["top_p"], self.device)])
+            with torch.inference_mode():
+                out = self.model.generate(**enc, **kwargs)
+            plen = enc["input_ids"].shape[1]
+            texts = [t.strip() for t in self.tokenizer.batch_decode(out[:, plen:], skip_special_tokens=True)]
+            n_out = count_new_tokens(out, plen, self.tokenizer.eos_token_id, self.tokenizer.pad_token_id)
+            n_in = enc["attention_mask"].sum(dim=1).tolist()
+            for j, i in enumerate(ok):
+                cands = texts[j * n : (j + 1) * n]
+                decoded[i] = Generation(text=cands[0], tokens_in=int(sum(n_in[j * n : (j + 1) * n])),
+                                        tokens_out=sum(n_out[j * n : (j + 1) * n]),
+                                        extra={"candidates": cands} if n > 1 else {})
+        return [g for g in decoded if g is not None]

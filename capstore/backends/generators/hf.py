@@ -1,0 +1,95 @@
+"""transformers causal-LM generator: chat template, left-padded batches, seeded per request, cached.
+
+``hf:meta-llama/Meta-Llama-3.1-8B-Instruct`` (MILS's generator; needs the weights locally) or
+``hf:/path/to/folder``. Sampling: temperature 0.5, top-p 0.9 by default, as in MILS.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from capstore.backends.base import CallContext, Generation
+from capstore.backends.cache_keys import cache_key, generation_parts
+from capstore.backends.caching import get_generations, put_generations
+from capstore.backends.devices import device_name, resolve_device, resolve_dtype, timed
+from capstore.backends.models import register_model
+from capstore.backends.registry import BackendSpec, register
+from capstore.backends.sampling import count_new_tokens, make_sampler
+from capstore.backends.usage import record_usage
+from capstore.errors import BackendError
+from capstore.store.content import sha256_text
+from capstore.store.engine import Store
+
+IMPL = "hf-generator-1"
+
+
+class HFGenerator:
+    """A causal LM behind the store's generation cache."""
+
+    def __init__(self, spec: BackendSpec, store: Store, device: str = "auto", dtype: str | None = None,
+                 temperature: float = 0.5, top_p: float = 0.9, max_new_tokens: int = 512, batch_size: int = 16) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.store, self.batch_size = store, batch_size
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(spec.model, padding_side="left")
+            self.model = AutoModelForCausalLM.from_pretrained(spec.model, dtype=self.dtype).to(self.device).eval()
+        except Exception as exc:
+            raise BackendError(f"cannot load generator {spec}: {str(exc).splitlines()[0]}") from exc
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.params: dict[str, Any] = {"temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens}
+        self.model_id, self.fingerprint = register_model(
+            store, kind="generator", backend="hf", name=str(spec), weights=spec.model,
+            settings={"dtype": str(self.dtype), "impl": IMPL})
+        self.device_name = device_name(self.device)
+        self.model_calls = 0
+
+    def generate(self, prompts: Sequence[str], seeds: Sequence[int], ctx: CallContext = CallContext()) -> list[Generation]:
+        parts = [generation_parts(backend="hf", model=self.fingerprint, impl=IMPL, params=self.params,
+                                  prompt_sha=sha256_text(p), image_sha=None, seed=s) for p, s in zip(prompts, seeds)]
+        keys = [cache_key(p) for p in parts]
+        found = get_generations(self.store, keys)
+        todo = [i for i, k in enumerate(keys) if k not in found]
+        with timed(self.device) as t:
+            for start in range(0, len(todo), self.batch_size):
+                batch = todo[start : start + self.batch_size]
+                outs = self._generate([prompts[i] for i in batch], [seeds[i] for i in batch])
+                put_generations(self.store, self.model_id, [(keys[i], parts[i], g) for i, g in zip(batch, outs)])
+                found.update((keys[i], g) for i, g in zip(batch, outs))
+        results = [found[k] for k in keys]
+        fresh = [results[i] for i in todo]
+        record_usage(self.store, run_id=ctx.run_id, stage=ctx.stage or "generate", model_id=self.model_id,
+                     device_type=self.device.split(":")[0], device_name=self.device_name,
+                     device_seconds=t.device_seconds if todo else 0.0, wall_seconds=t.wall_seconds,
+                     tokens_in=sum(g.tokens_in for g in fresh), tokens_out=sum(g.tokens_out for g in fresh),
+                     items=len(prompts), calls=-(-len(todo) // self.batch_size), cached=len(prompts) - len(todo),
+                     worker=ctx.worker)
+        return results
+
+    def _generate(self, prompts: list[str], seeds: list[int]) -> list[Generation]:
+        import torch
+        from transformers import LogitsProcessorList
+
+        self.model_calls += 1
+        texts = [self.tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                                    add_generation_prompt=True) for p in prompts]
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        sampler = make_sampler(seeds, self.params["temperature"], self.params["top_p"], self.device)
+        with torch.inference_mode():
+            out = self.model.generate(**enc, do_sample=False, max_new_tokens=self.params["max_new_tokens"],
+                                      logits_processor=LogitsProcessorList([sampler]),
+                                      pad_token_id=self.tokenizer.pad_token_id)
+        prompt_len = enc["input_ids"].shape[1]
+        n_out = count_new_tokens(out, prompt_len, self.tokenizer.eos_token_id, self.tokenizer.pad_token_id)
+        decoded = self.tokenizer.batch_decode(out[:, prompt_len:], skip_special_tokens=True)
+        n_in = enc["attention_mask"].sum(dim=1).tolist()
+        return [Generation(text=d, tokens_in=int(i), tokens_out=o) for d, i, o in zip(decoded, n_in, n_out)]
+
+
+@register("generator", "hf")
+def build(spec: BackendSpec, store: Store, **options: Any) -> HFGenerator:
+    allowed = ("device", "dtype", "temperature", "top_p", "max_new_tokens", "batch_size")
+    return HFGenerator(spec, store, **{k: v for k, v in options.items() if k in allowed})

@@ -1,0 +1,116 @@
+"""open_clip scorer: any open_clip name + pretrained tag, or a local checkpoint folder.
+
+``open_clip:ViT-B-32@openai`` loads a named config with its pretrained tag (needs the weights in
+the local cache); ``open_clip:/path/dir`` loads a folder with ``open_clip_config.json`` + weights
+(``local-dir:``, how the tiny test model is saved). Embeddings are L2-normalised and cached by
+(model fingerprint, sha256 of image bytes or text); only misses run a forward pass.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from capstore.backends.base import CallContext, ImageRef
+from capstore.backends.caching import get_embeddings, put_embeddings
+from capstore.backends.devices import device_name, resolve_device, resolve_dtype, timed
+from capstore.backends.models import register_model
+from capstore.backends.registry import BackendSpec, register
+from capstore.backends.usage import record_usage
+from capstore.errors import BackendError
+from capstore.store.content import sha256_text
+from capstore.store.engine import Store
+from capstore.store.images import decode_image
+
+IMPL = "open_clip-scorer-1"
+
+
+class OpenClipScorer:
+    """A CLIP/SigLIP scorer with the store's embedding cache."""
+
+    def __init__(self, spec: BackendSpec, store: Store, device: str = "auto", dtype: str | None = None,
+                 batch_size: int = 256) -> None:
+        import open_clip
+
+        self.store, self.batch_size = store, batch_size
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        local = Path(spec.model).exists()
+        name = f"local-dir:{Path(spec.model).resolve()}" if local else spec.model
+        try:
+            model, _, self.preprocess = open_clip.create_model_and_transforms(
+                name, pretrained=None if local else spec.tag, device=self.device, precision=_precision(self.dtype))
+            self.tokenizer = open_clip.get_tokenizer(name)
+        except Exception as exc:  # missing weights, unknown name: say which
+            raise BackendError(f"cannot load open_clip model {spec}: {str(exc).splitlines()[0]}") from exc
+        self.model = model.eval()
+        weights = str(Path(spec.model).resolve()) if local else f"{spec.model}@{spec.tag}"
+        self.model_id, self.fingerprint = register_model(
+            store, kind="scorer", backend="open_clip", name=str(spec), weights=weights,
+            settings={"dtype": str(self.dtype), "impl": IMPL})
+        self.device_name = device_name(self.device)
+        self.forward_passes = 0  # batches actually computed (tests count them)
+
+    def encode_texts(self, texts: Sequence[str], ctx: CallContext = CallContext()) -> np.ndarray:
+        shas = [sha256_text(t) for t in texts]
+        return self._cached("text", shas, dict(zip(shas, texts)), self._encode_text_batch, ctx)
+
+    def encode_images(self, images: Sequence[ImageRef], ctx: CallContext = CallContext()) -> np.ndarray:
+        shas = [im.sha256 for im in images]
+        return self._cached("image", shas, {im.sha256: im for im in images}, self._encode_image_batch, ctx)
+
+    def score(self, image: ImageRef, texts: Sequence[str], ctx: CallContext = CallContext()) -> np.ndarray:
+        return self.encode_texts(texts, ctx) @ self.encode_images([image], ctx)[0]
+
+    def _cached(self, kind: str, shas: list[str], content: dict[str, Any], encode, ctx: CallContext) -> np.ndarray:  # type: ignore[no-untyped-def]
+        if not shas:
+            return np.zeros((0, 0), dtype=np.float32)
+        found = get_embeddings(self.store, self.model_id, kind, shas)
+        misses = [s for s in dict.fromkeys(shas) if s not in found]
+        with timed(self.device) as t:
+            for i in range(0, len(misses), self.batch_size):
+                batch = misses[i : i + self.batch_size]
+                vecs = encode([content[s] for s in batch])
+                put_embeddings(self.store, self.model_id, kind, batch, vecs)
+                found.update(zip(batch, vecs))
+        record_usage(self.store, run_id=ctx.run_id, stage=ctx.stage or f"encode_{kind}", model_id=self.model_id,
+                     device_type=self.device.split(":")[0], device_name=self.device_name,
+                     device_seconds=t.device_seconds if misses else 0.0, wall_seconds=t.wall_seconds,
+                     images=len(misses) if kind == "image" else 0, items=len(set(shas)),
+                     calls=-(-len(misses) // self.batch_size), cached=len(set(shas)) - len(misses), worker=ctx.worker)
+        return np.stack([found[s] for s in shas])
+
+    def _encode_text_batch(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        self.forward_passes += 1
+        with torch.inference_mode(), torch.autocast(self.device.split(":")[0], enabled=self.device != "cpu"):
+            emb = self.model.encode_text(self.tokenizer(texts).to(self.device))
+        return _normalise(emb)
+
+    def _encode_image_batch(self, images: list[ImageRef]) -> np.ndarray:
+        import torch
+
+        self.forward_passes += 1
+        pixels = torch.stack([self.preprocess(decode_image(im)) for im in images]).to(self.device, self.dtype)
+        with torch.inference_mode():
+            emb = self.model.encode_image(pixels)
+        return _normalise(emb)
+
+
+def _normalise(emb) -> np.ndarray:  # type: ignore[no-untyped-def]
+    emb = emb.float()
+    return (emb / emb.norm(dim=-1, keepdim=True)).cpu().numpy().astype(np.float32)
+
+
+def _precision(dtype) -> str:  # type: ignore[no-untyped-def]
+    import torch
+
+    return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "fp32")
+
+
+@register("scorer", "open_clip")
+def build(spec: BackendSpec, store: Store, **options: Any) -> OpenClipScorer:
+    return OpenClipScorer(spec, store, **{k: v for k, v in options.items() if k in ("device", "dtype", "batch_size")})

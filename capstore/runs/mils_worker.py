@@ -1,0 +1,187 @@
+"""MILS over a claimed batch of items: iteration 0 from the pool, then generate → score → keep.
+
+Work is batched across images: one scorer call embeds all images of the batch, the pool is embedded
+once per process (through the embedding cache, so once per store), iteration 0 is one matrix
+product, and each later iteration sends every active image's prompt to the generator in one call
+and scores all new candidates in one call. Each (image, iteration) is committed on its own
+(``steps.commit_step``), so a kill loses at most the steps in flight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+
+from capstore.backends.base import CallContext, ImageRef
+from capstore.methods.mils import format_prompt, keep_top, parse_candidates, should_stop
+from capstore.methods.pool import load_pool
+from capstore.runs.config import RunConfig, item_seed
+from capstore.runs.steps import LeaseLost, Step, commit_step, fail_item, record_error
+from capstore.store.content import get_texts, sha256_text
+from capstore.store.engine import Store
+from capstore.store.schema import Candidate, Caption, IterationState
+
+MAX_ATTEMPTS = 3  # failed generation calls (after the backend's own retries) before an item fails
+
+
+@dataclass
+class ItemState:
+    work_id: int
+    item_id: int
+    image: ImageRef
+    done: int  # iterations committed (-1: none)
+    kept: list[tuple[str, float]] = field(default_factory=list)
+    history: list[float] = field(default_factory=list)  # best score after each iteration
+    embedding: np.ndarray | None = None
+    active: bool = True
+
+
+class MilsWorker:
+    """Runs MILS steps for batches of items of one run, with backends built once per process."""
+
+    def __init__(self, store: Store, run_id: int, cfg: RunConfig, worker: str, backends: Any, on_step) -> None:  # type: ignore[no-untyped-def]
+        self.store, self.run_id, self.cfg, self.worker = store, run_id, cfg, worker
+        self.scorer, self.generator = backends.scorer(), backends.generator()
+        self.ctx = CallContext(run_id=run_id, worker=worker)
+        self.on_step = on_step
+        self._pool: tuple[list[str], np.ndarray] | None = None
+
+    def process(self, states: list[ItemState], attempts: dict[int, int]) -> None:
+        self.attempts = attempts
+        embeddings = self.scorer.encode_images([st.image for st in states], self.ctx)
+        for st, emb in zip(states, embeddings):
+            st.embedding = emb
+        self._load_progress([st for st in states if st.done >= 0])
+        fresh = [st for st in states if st.done < 0]
+        if fresh:
+            self._iteration_zero(fresh)
+        for iteration in range(1, self.cfg.iterations + 1):
+            due = [st for st in states if st.active and st.done == iteration - 1]
+            if due:
+                self._iteration(due, iteration)
+
+    # -- iteration 0 ----------------------------------------------------------------------------
+
+    def _pool_matrix(self) -> tuple[list[str], np.ndarray]:
+        if self._pool is None:
+            assert self.cfg.pool_sha is not None
+            lines = load_pool(self.store, self.cfg.pool_sha)
+            self._pool = (lines, self.scorer.encode_texts(lines, CallContext(self.run_id, self.worker, "encode_pool")))
+        return self._pool
+
+    def _iteration_zero(self, states: list[ItemState]) -> None:
+        lines, pool = self._pool_matrix()
+        images = np.stack([st.embedding for st in states])
+        scores = images @ pool.T  # every pool line against every image, in one product
+        seeds = self._init_seeds([st.item_id for st in states])
+        seed_texts = sorted({t for ts in seeds.values() for t in ts})
+        seed_emb = self.scorer.encode_texts(seed_texts, self.ctx) if seed_texts else None
+        k = min(self.cfg.keep, len(lines))
+        for row, st in enumerate(states):
+            top = np.argpartition(-scores[row], k - 1)[:k]
+            found = {lines[j]: float(scores[row, j]) for j in top}
+            new = [(t, "pool", s) for t, s in found.items()]
+            for text in seeds.get(st.item_id, []):
+                score = float(seed_emb[seed_texts.index(text)] @ st.embedding)  # type: ignore[index]
+                found[text] = score
+                new = [c for c in new if c[0] != text] + [(text, "seed", score)]
+            self._commit(st, 0, new, keep_top(found, self.cfg.keep))
+
+    def _init_seeds(self, item_ids: list[int]) -> dict[int, list[str]]:
+        """Hybrid start: the captions and candidates another run produced for these items."""
+        if self.cfg.init_from is None:
+            return {}
+        with self.store.read() as s:
+            pairs = s.execute(select(Caption.item_id, Caption.text_sha).where(
+                Caption.run_id == self.cfg.init_from, Caption.item_id.in_(item_ids))).all()
+            pairs += s.execute(select(Candidate.item_id, Candidate.text_sha).where(
+                Candidate.run_id == self.cfg.init_from, Candidate.item_id.in_(item_ids))).all()
+            texts = get_texts(s, [sha for _, sha in pairs])
+        out: dict[int, list[str]] = {}
+        for item_id, sha in pairs:
+            if texts[sha] not in out.setdefault(item_id, []):
+                out[item_id].append(texts[sha])
+        return out
+
+    # -- iterations 1..N ------------------------------------------------------------------------
+
+    def _iteration(self, states: list[ItemState], iteration: int) -> None:
+        prompts = [format_prompt(self.cfg.prompt or "", st.kept, self.cfg.requested) for st in states]
+        seeds = [item_seed(self.cfg.seed, st.image.sha256, iteration) for st in states]
+        outputs = self.generator.generate(prompts, seeds, self.ctx)
+        parsed: list[list[str]] = []
+        for st, out in zip(states, outputs):
+            if not out.ok:  # the call failed (API): nothing to commit; the item goes back for a retry
+                attempt = self.attempts.get(st.work_id, 1)
+                record_error(self.store, self.run_id, st.item_id, "generate", out.error_kind or "error",
+                             out.error or "", attempt)
+                fail_item(self.store, st.work_id, self.worker, final=attempt >= MAX_ATTEMPTS)
+                st.active = False
+                parsed.append([])
+                continue
+            texts = parse_candidates(out.text)
+            if not texts:  # garbage output: recorded, and the iteration goes on with what it has
+                record_error(self.store, self.run_id, st.item_id, "generate", "unparsable_output",
+                             f"iteration {iteration}: no 'N. text' lines in: {out.text[:200]!r}")
+            kept_texts = {t for t, _ in st.kept}
+            parsed.append([t for t in texts if t not in kept_texts])
+        all_new = sorted({t for texts in parsed for t in texts})
+        emb = self.scorer.encode_texts(all_new, self.ctx) if all_new else None
+        index = {t: i for i, t in enumerate(all_new)}
+        for st, texts in zip(states, parsed):
+            if not st.active:
+                continue
+            scored = {t: float(emb[index[t]] @ st.embedding) for t in texts}  # type: ignore[index]
+            kept = keep_top({**dict(st.kept), **scored}, self.cfg.keep)
+            self._commit(st, iteration, [(t, "generated", s) for t, s in scored.items()], kept)
+
+    # -- commits --------------------------------------------------------------------------------
+
+    def _commit(self, st: ItemState, iteration: int, new: list[tuple[str, str, float | None]],
+                kept: list[tuple[str, float]]) -> None:
+        history = st.history + [kept[0][1] if kept else float("-inf")]
+        stop = None
+        if self.cfg.early_stop and iteration < self.cfg.iterations:
+            patience, eps = self.cfg.early_stop
+            stop = should_stop(history, patience, eps)
+        final = iteration >= self.cfg.iterations or bool(stop)
+        caption = (kept[0][0], kept[0][1], self._found_at(st, kept[0][0], iteration)) if final and kept else None
+        step = Step(st.work_id, st.item_id, iteration, new, kept, final=final, stopped_early=bool(stop), caption=caption)
+        try:
+            commit_step(self.store, self.run_id, self.worker, step, self.cfg.lease_seconds)
+        except LeaseLost:
+            st.active = False
+            return
+        st.done, st.kept, st.history = iteration, kept, history
+        st.active = not final
+        self.on_step(final)
+
+    def _found_at(self, st: ItemState, text: str, iteration: int) -> int:
+        """The iteration at which the caption first entered the kept set."""
+        with self.store.read() as s:
+            first = s.scalar(select(Candidate.iteration).where(
+                Candidate.run_id == self.run_id, Candidate.item_id == st.item_id,
+                Candidate.text_sha == sha256_text(text)).order_by(Candidate.iteration).limit(1))
+        return int(first) if first is not None else iteration
+
+    def _load_progress(self, states: list[ItemState]) -> None:
+        """Resume: the kept set and best-score history of items with committed iterations."""
+        if not states:
+            return
+        with self.store.read() as s:
+            rows = s.execute(select(IterationState.item_id, IterationState.iteration, IterationState.best_score,
+                                    IterationState.kept).where(
+                IterationState.run_id == self.run_id,
+                IterationState.item_id.in_([st.item_id for st in states])).order_by(IterationState.iteration)).all()
+            texts = get_texts(s, [sha for r in rows for sha, _ in r.kept])
+        by_item = {st.item_id: st for st in states}
+        for item_id, iteration, best, kept in rows:
+            st = by_item[item_id]
+            if iteration <= st.done:
+                st.history.append(best if best is not None else float("-inf"))
+                if iteration == st.done:
+                    st.kept = [(texts[sha], score) for sha, score in kept]
+

@@ -1,0 +1,65 @@
+"""Content-addressed writes: texts and images by sha256, bulk inserts that ignore duplicates.
+
+Write order: callers insert texts (and images) first, then the rows that point at them, in the
+same transaction, so a crash never leaves a dangling reference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Iterable, Mapping, Sequence
+
+from sqlalchemy import Table, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from capstore.store.schema import Base, Text
+
+# SQLite allows 32,766 bound parameters per statement; PostgreSQL 65,535.
+_MAX_PARAMS = 30_000
+
+
+def sha256_text(text: str) -> str:
+    """The key of a text: sha256 of its UTF-8 bytes, hex."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    """The key of an image: sha256 of its file bytes, hex."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def _table(model_or_table: type[Base] | Table) -> Table:
+    return model_or_table if isinstance(model_or_table, Table) else model_or_table.__table__  # type: ignore[return-value]
+
+
+def insert_ignore(session: Session, model: type[Base] | Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Bulk ``INSERT … ON CONFLICT DO NOTHING`` of ``rows`` (all with the same keys)."""
+    if not rows:
+        return
+    table = _table(model)
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(table).on_conflict_do_nothing()
+    chunk = max(1, _MAX_PARAMS // max(1, len(rows[0])))
+    for start in range(0, len(rows), chunk):
+        session.execute(stmt, list(rows[start : start + chunk]))
+
+
+def put_texts(session: Session, texts: Iterable[str]) -> list[str]:
+    """Store ``texts`` (once each) and return their shas in the given order."""
+    texts = list(texts)
+    shas = [sha256_text(t) for t in texts]
+    unique = {sha: t for sha, t in zip(shas, texts)}
+    insert_ignore(session, Text, [{"sha256": s, "text": t} for s, t in unique.items()])
+    return shas
+
+
+def get_texts(session: Session, shas: Iterable[str]) -> dict[str, str]:
+    """Look up texts by sha (missing shas are absent from the result)."""
+    wanted = list(dict.fromkeys(shas))
+    out: dict[str, str] = {}
+    for start in range(0, len(wanted), _MAX_PARAMS):
+        part = wanted[start : start + _MAX_PARAMS]
+        out.update(session.execute(select(Text.sha256, Text.text).where(Text.sha256.in_(part))).all())
+    return out

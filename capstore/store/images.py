@@ -1,0 +1,46 @@
+"""Reading an image's bytes back by its sha256: from the store's blobs or from the files it was seen at.
+
+Bytes read from a file are hashed again, so a file changed on disk is never taken for the image.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from capstore.backends.base import ImageRef
+from capstore.errors import InputError
+from capstore.store.content import sha256_bytes
+from capstore.store.schema import ImageBlob, ImageFile
+
+
+def read_image(session: Session, sha: str) -> ImageRef:
+    """The bytes of image ``sha``; InputError naming the image if no readable, matching copy exists."""
+    blob = session.get(ImageBlob, sha)
+    if blob is not None:
+        return ImageRef(sha256=sha, data=bytes(blob.data))
+    paths = session.execute(select(ImageFile.path).where(ImageFile.image_sha == sha)).scalars().all()
+    for path in paths:
+        try:
+            data = Path(path).read_bytes()
+        except OSError:
+            continue
+        if sha256_bytes(data) == sha:
+            return ImageRef(sha256=sha, data=data)
+    where = ", ".join(paths) if paths else "no file recorded"
+    raise InputError(f"image {sha[:12]} is not readable with matching bytes ({where})")
+
+
+def decode_image(ref: ImageRef, name: str | None = None):  # -> PIL.Image.Image
+    """Decode ``ref`` to an RGB PIL image; InputError naming the image if it is not a valid image."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        img = Image.open(io.BytesIO(ref.data))
+        img.load()
+        return img.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise InputError(f"image {name or ref.sha256[:12]} is not a readable image: {exc}") from exc

@@ -1,0 +1,1 @@
+"""Alembic migrations of the capstore schema (installed as ``capstore.migrations``)."""

@@ -1,0 +1,108 @@
+"""Local backends on the tiny models: loading through the real code path, caching, accounting."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from capstore.backends.base import CallContext, ImageRef
+from capstore.backends.registry import load_backend, parse_spec
+from capstore.errors import BackendError, InputError
+from capstore.store.schema import GenerationCache, Model, UsageEvent
+from tests.conftest import demo_images
+
+
+def _usage(store) -> list[UsageEvent]:  # type: ignore[no-untyped-def]
+    with store.read() as s:
+        return list(s.scalars(select(UsageEvent).order_by(UsageEvent.id)))
+
+
+def test_scorer_cache_hit_runs_no_forward_pass(demo_store, tiny_models) -> None:  # type: ignore[no-untyped-def]
+    scorer = load_backend("scorer", tiny_models.specs["scorer"], demo_store, device="cpu")
+    images = demo_images(demo_store, 4)
+    texts = ["a red circle", "two blue squares", "a red circle"]
+    first = scorer.score(images[0], texts)
+    passes = scorer.forward_passes
+    assert passes == 2 and first.shape == (3,) and np.isclose(first[0], first[2])
+    again = load_backend("scorer", tiny_models.specs["scorer"], demo_store, device="cpu")  # a new process, same store
+    assert np.allclose(again.score(images[0], texts), first)
+    assert again.forward_passes == 0
+    last_two = _usage(demo_store)[-2:]
+    assert all(e.calls == 0 and e.cached > 0 and e.device_seconds == 0.0 for e in last_two)
+    norms = np.linalg.norm(again.encode_texts(texts), axis=1)
+    assert np.allclose(norms, 1.0, atol=1e-5)
+
+
+def test_same_weights_by_two_paths_share_the_model_row(demo_store, tiny_models, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    copy = tmp_path / "clip-copy"
+    shutil.copytree(tiny_models.clip, copy)
+    a = load_backend("scorer", tiny_models.specs["scorer"], demo_store, device="cpu")
+    b = load_backend("scorer", f"open_clip:{copy}", demo_store, device="cpu")
+    assert a.model_id == b.model_id
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(copy / "open_clip_model.safetensors"))
+    first = next(iter(weights))
+    weights[first] = weights[first] + 1.0
+    save_file(weights, str(copy / "open_clip_model.safetensors"))
+    c = load_backend("scorer", f"open_clip:{copy}", demo_store, device="cpu")
+    assert c.model_id != a.model_id  # other weights under the same path never share a cache
+
+
+def test_generator_replays_cache_and_is_batch_independent(demo_store, tiny_models) -> None:  # type: ignore[no-untyped-def]
+    gen = load_backend("generator", tiny_models.specs["generator"], demo_store, device="cpu", max_new_tokens=12)
+    outs = gen.generate(["describe a red circle", "describe two squares", "hello"], [1, 2, 3], CallContext(run_id=None))
+    assert all(o.ok and o.text and o.tokens_out > 0 and o.tokens_in > 0 for o in outs)
+    assert not any(o.cached for o in outs) and gen.model_calls == 1
+    with demo_store.write() as s:  # forget the cache: a prompt alone in its batch must sample the same text
+        s.execute(GenerationCache.__table__.delete())
+    alone = gen.generate(["describe two squares"], [2])
+    assert alone[0].text == outs[1].text and not alone[0].cached
+    replay = gen.generate(["describe two squares"], [2])
+    assert replay[0].text == outs[1].text and replay[0].cached
+    assert _usage(demo_store)[-1].calls == 0  # the replay made no model call
+    other_seed = gen.generate(["describe two squares"], [99])
+    assert not other_seed[0].cached
+
+
+@pytest.mark.parametrize("name", ["blip2", "llava"])
+def test_captioners_build_load_caption_and_cache(demo_store, tiny_models, name: str) -> None:  # type: ignore[no-untyped-def]
+    cap = load_backend("captioner", tiny_models.specs[name], demo_store, device="cpu", max_new_tokens=8)
+    images = demo_images(demo_store, 3)
+    outs = cap.caption(images, [0, 0, 0])
+    assert all(o.ok and o.tokens_out > 0 for o in outs) and cap.model_calls == 1
+    assert all(o.cached for o in cap.caption(images, [0, 0, 0])) and cap.model_calls == 1
+    sampled = load_backend("captioner", tiny_models.specs[name], demo_store, device="cpu", max_new_tokens=8,
+                           num_candidates=3)
+    many = sampled.caption(images[:1], [7])
+    assert len(many[0].extra["candidates"]) == 3
+    bad = sampled.caption([ImageRef(sha256="0" * 64, data=b"not an image")], [0])
+    assert bad[0].error_kind == "corrupt_image" and not bad[0].ok
+    with demo_store.read() as s:
+        assert s.scalar(select(func.count()).select_from(GenerationCache).where(GenerationCache.image_sha == "0" * 64)) == 0
+
+
+def test_usage_events_carry_device_and_counts(demo_store, tiny_models) -> None:  # type: ignore[no-untyped-def]
+    scorer = load_backend("scorer", tiny_models.specs["scorer"], demo_store, device="cpu")
+    scorer.encode_images(demo_images(demo_store, 5), CallContext(run_id=None, worker="w1"))
+    event = _usage(demo_store)[-1]
+    assert (event.stage, event.device_type, event.images, event.calls, event.worker) == ("encode_image", "cpu", 5, 1, "w1")
+    assert event.device_seconds > 0 and event.wall_seconds >= event.device_seconds * 0.5
+    with demo_store.read() as s:
+        assert s.get(Model, event.model_id).kind == "scorer"
+
+
+def test_bad_specs_and_missing_vllm(demo_store) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InputError, match="unknown backend 'nope'; available: fake, hf, openai, vllm"):
+        parse_spec("generator", "nope:x")
+    with pytest.raises(InputError, match="expected BACKEND:MODEL"):
+        parse_spec("scorer", "ViT-B-32")
+    with pytest.raises(BackendError, match="vllm"):
+        load_backend("generator", "vllm:some/model", demo_store)
+    with pytest.raises(BackendError, match="cannot load open_clip model"):
+        load_backend("scorer", "open_clip:no-such-model@x", demo_store, device="cpu")
+    with pytest.raises(BackendError, match="no CUDA device"):
+        load_backend("scorer", "open_clip:ViT-B-32@openai", demo_store, device="cuda")
