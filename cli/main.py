@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -23,8 +24,13 @@ class CapstoreGroup(click.Group):
 
 @click.group(cls=CapstoreGroup)
 @click.version_option(__version__, prog_name="capstore")
-def cli() -> None:
+@click.option("--db", metavar="PATH|URL", default=None,
+              help="Store for every command (same as each command's --db or $CAPSTORE_DB).")
+def cli(db: str | None) -> None:
     """capstore: what captioning methods cost and give, in one cached, resumable SQL store."""
+    if db:
+        # Each command's own --db reads $CAPSTORE_DB when not given, so this reaches all of them.
+        os.environ["CAPSTORE_DB"] = db
 
 
 # (module under capstore.cli, attribute): one line per command file; each file owns its commands.
@@ -38,6 +44,13 @@ COMMANDS: list[tuple[str, str]] = [
     ("run", "worker"),
     ("run", "status"),
     ("run", "runs"),
+    ("eval", "eval_"),
+    ("results", "import_results"),
+    ("results", "export_results"),
+    ("sql", "sql"),
+    ("report", "report"),
+    ("report", "export"),
+    ("demo", "demo"),
 ]
 
 

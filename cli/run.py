@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from capstore.cli.options import db_option
@@ -50,6 +52,7 @@ def _report(summary) -> None:  # type: ignore[no-untyped-def]
 @click.option("--requested", type=int, default=50, show_default=True, help="Candidates asked of the generator.")
 @click.option("--early-stop", default=None, help="PATIENCE[:EPS]: stop an image when its best score stalls.")
 @click.option("--init-from", type=int, default=None, help="Seed each image's pool with another run's outputs.")
+@click.option("--adapter", default=None, type=click.Path(exists=True, file_okay=False), help="LLaVA: a PEFT adapter folder loaded on top (fine-tuned variants).")
 @click.option("--num-candidates", type=int, default=1, show_default=True, help="Baselines: captions sampled per image.")
 @click.option("--max-new-tokens", type=int, default=None, help="Generation length limit.")
 @click.option("--temperature", type=float, default=None, help="Generator temperature (MILS: 0.5).")
@@ -63,7 +66,7 @@ def _report(summary) -> None:  # type: ignore[no-untyped-def]
 def run(method: str, dataset: str, split: str | None, limit: int | None, seed: int, label: str | None,
         scorer: str | None, generator: str | None, captioner: str | None, pool_file: str | None, pool_size: str,
         prompt_file: str | None, iterations: int, keep: int, requested: int, early_stop: str | None,
-        init_from: int | None, num_candidates: int, max_new_tokens: int | None, temperature: float | None,
+        init_from: int | None, adapter: str | None, num_candidates: int, max_new_tokens: int | None, temperature: float | None,
         top_p: float | None, base_url: str | None, device: str, dtype: str | None, batch_images: int,
         quiet: bool, db: str | None) -> None:
     """Create a run and work it to the end (prints the run id first).
@@ -80,6 +83,8 @@ def run(method: str, dataset: str, split: str | None, limit: int | None, seed: i
         if value is not None:
             gen_params[key] = value
             cap_params[key] = value
+    if adapter is not None:
+        cap_params["adapter"] = str(Path(adapter).resolve())
     cfg = RunConfig(method=method, dataset=dataset, split=split, limit=limit, seed=seed, label=label, scorer=scorer,
                     generator=generator, captioner=captioner, pool_size=_pool_size(pool_size), iterations=iterations,
                     keep=keep, requested=requested, early_stop=_early_stop(early_stop), init_from=init_from,

@@ -1,7 +1,8 @@
 """Model identity: a model row is its weights' fingerprint plus the settings that change outputs.
 
 ``weights_sha`` = sha256 over the sorted (relative name, sha256 of bytes) of the weight and config
-files of a local folder, or of the resolved name + tag for weights we cannot see (hub names, APIs).
+files of a local folder or of a hub name's snapshot in the local Hugging Face cache, or of the
+name + tag for weights we cannot see (APIs, open_clip tags, names not cached).
 ``fingerprint`` = sha256 of canonical JSON {weights_sha, backend, settings (dtype, …)}. Two paths to
 the same weights thus share a row and every cache keyed by it; different weights never do.
 """
@@ -37,9 +38,24 @@ def _file_sha(path: str, size: int, mtime_ns: int) -> str:  # size/mtime: re-has
     return h.hexdigest()
 
 
+def _hub_snapshot(name: str) -> Path | None:
+    """The local Hugging Face cache folder of a hub name, if its weights are there (never downloads)."""
+    if name.count("/") != 1 or name.startswith(("/", ".")):
+        return None
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name, local_files_only=True))
+    except Exception:  # not cached, not a repo id, hub library missing: fall back to the name
+        return None
+
+
 def weights_sha(source: str) -> str:
-    """Fingerprint of the weights behind ``source``: file contents for a local folder/file, else the name."""
+    """Fingerprint of the weights behind ``source``: file contents for a local folder/file (a hub
+    name's cached snapshot included), else the name."""
     path = Path(source)
+    if not path.exists():
+        path = _hub_snapshot(source) or path
     if path.exists():
         files = [path] if path.is_file() else sorted(
             p for p in path.rglob("*") if p.is_file() and p.suffix in _WEIGHT_SUFFIXES and not p.name.startswith(".")

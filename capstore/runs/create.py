@@ -7,6 +7,7 @@ from pathlib import Path
 from sqlalchemy import delete, select, update
 
 from capstore import __version__
+from capstore.backends.presets import default_spec
 from capstore.backends.registry import parse_spec
 from capstore.datasets.lookup import find_split
 from capstore.errors import InputError
@@ -26,9 +27,11 @@ def prepare_config(store: Store, cfg: RunConfig, pool_file: str | None = None, p
         find_split(s, cfg.dataset, cfg.split)
         if cfg.init_from is not None and s.get(Run, cfg.init_from) is None:
             raise InputError(f"--init-from {cfg.init_from}: no such run")
+    # Unnamed backends default to the real models of the method (MILS's SigLIP + Llama-3.1, ...).
+    cfg.scorer = cfg.scorer or (default_spec(cfg.method, "scorer") if cfg.method == "mils" else None)
+    cfg.generator = cfg.generator or default_spec(cfg.method, "generator")
+    cfg.captioner = cfg.captioner or default_spec(cfg.method, "captioner")
     if cfg.method == "mils":
-        if not cfg.scorer or not cfg.generator:
-            raise InputError("--method mils needs --scorer and --generator")
         parse_spec("scorer", cfg.scorer)
         parse_spec("generator", cfg.generator)
         if pool_file is None and cfg.pool_sha is None:
