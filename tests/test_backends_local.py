@@ -106,3 +106,88 @@ def test_bad_specs_and_missing_vllm(demo_store) -> None:  # type: ignore[no-unty
         load_backend("scorer", "open_clip:no-such-model@x", demo_store, device="cpu")
     with pytest.raises(BackendError, match="no CUDA device"):
         load_backend("scorer", "open_clip:ViT-B-32@openai", demo_store, device="cuda")
+
+
+@pytest.fixture(scope="module")
+def tiny_blip2_t5(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A BLIP-2 whose language model is a (tiny) T5: an encoder-decoder, like blip2-flan-t5-xl."""
+    import torch
+    from transformers import (Blip2Config, Blip2ForConditionalGeneration, Blip2Processor, Blip2QFormerConfig,
+                              Blip2VisionConfig, BlipImageProcessor, T5Config)
+
+    from capstore.backends.tiny import build_tokenizer
+
+    out = tmp_path_factory.mktemp("blip2-t5")
+    tok = build_tokenizer(out)
+    ids = dict(bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    cfg = Blip2Config(
+        vision_config=Blip2VisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                        num_attention_heads=2, image_size=32, patch_size=16).to_dict(),
+        qformer_config=Blip2QFormerConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                          num_attention_heads=2, encoder_hidden_size=32).to_dict(),
+        text_config=T5Config(vocab_size=len(tok), d_model=32, d_ff=64, d_kv=16, num_heads=2, num_layers=1,
+                             num_decoder_layers=1, decoder_start_token_id=tok.pad_token_id, **ids).to_dict(),
+        num_query_tokens=4, image_token_index=tok.convert_tokens_to_ids("<image>"))
+    torch.manual_seed(0)
+    Blip2ForConditionalGeneration(cfg).save_pretrained(out)
+    Blip2Processor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tok,
+                   num_query_tokens=4).save_pretrained(out)
+    return f"blip2:{out}"
+
+
+def test_blip2_with_an_encoder_decoder_lm_captions_with_the_decoder_tokens(demo_store, tiny_blip2_t5) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    from capstore.store.images import decode_image
+
+    cap = load_backend("captioner", tiny_blip2_t5, demo_store, device="cpu", max_new_tokens=8)
+    images = demo_images(demo_store, 2)
+    outs = cap.caption(images, [0, 0])
+    enc = cap.processor(images=[decode_image(images[0])], text=[""], return_tensors="pt")
+    with torch.inference_mode():
+        direct = cap.model.generate(**enc, max_new_tokens=8, do_sample=False)
+    # T5's output is [decoder start, new tokens...]: the caption is all of the new tokens, not a prompt-length cut
+    assert outs[0].text == cap.tokenizer.decode(direct[0, 1:], skip_special_tokens=True).strip() != ""
+    assert all(o.ok and 0 < o.tokens_out <= 8 for o in outs)
+
+
+def test_scorer_device_seconds_leave_out_the_store_writes(demo_store, tiny_models, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from contextlib import contextmanager
+
+    from capstore.backends.scorers import open_clip as scorer_module
+
+    inside, writes = [False], []
+    real_timed, real_put = scorer_module.timed, scorer_module.put_embeddings
+
+    @contextmanager
+    def spy_timed(device):  # type: ignore[no-untyped-def]
+        inside[0] = True
+        with real_timed(device) as t:
+            yield t
+        inside[0] = False
+
+    def spy_put(*args, **kwargs):  # type: ignore[no-untyped-def]
+        writes.append(inside[0])
+        return real_put(*args, **kwargs)
+
+    monkeypatch.setattr(scorer_module, "timed", spy_timed)
+    monkeypatch.setattr(scorer_module, "put_embeddings", spy_put)
+    scorer = load_backend("scorer", tiny_models.specs["scorer"], demo_store, device="cpu", batch_size=2)
+    scorer.encode_texts(["a red circle", "two blue squares", "a yellow triangle"])
+    assert writes == [False, False]  # two batches written, neither inside the device-time measurement
+    event = _usage(demo_store)[-1]
+    assert event.calls == 2 and event.device_seconds > 0 and event.wall_seconds >= event.device_seconds
+
+
+def test_embedding_cache_lookup_on_each_database(store) -> None:  # type: ignore[no-untyped-def]
+    from capstore.backends.caching import get_embeddings, put_embeddings
+    from capstore.backends.models import register_model
+    from capstore.store.content import sha256_text
+
+    model_id, _ = register_model(store, kind="scorer", backend="test", name="m", weights="m", settings={})
+    a, b, c, missing = (sha256_text(t) for t in ("a", "b", "c", "never stored"))
+    vectors = np.arange(12, dtype=np.float32).reshape(3, 4)
+    put_embeddings(store, model_id, "text", [a, b, c], vectors)
+    found = get_embeddings(store, model_id, "text", [c, missing, a, c])  # PostgreSQL: one array parameter
+    assert sorted(found) == sorted([a, c]) and np.array_equal(found[c], vectors[2])
+    assert get_embeddings(store, model_id, "image", [a]) == {}

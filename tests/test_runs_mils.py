@@ -141,3 +141,20 @@ def test_bad_run_input_is_one_line_before_any_work(demo_store, tmp_path: Path) -
         assert result.exit_code == 2 and message in result.output, (args, result.output)
     with demo_store.read() as s:
         assert s.scalar(select(func.count()).select_from(Run)) == 0
+
+
+def test_resuming_a_finished_run_loads_no_model(demo_store, tiny_models, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from capstore.runs.engine import work
+
+    class NoModels:  # a run with nothing left to claim must not load (for real models: gigabytes) any backend
+        def scorer(self):  # type: ignore[no-untyped-def]
+            raise AssertionError("scorer loaded")
+
+        generator = captioner = scorer
+
+    db = str(demo_store.url).replace("sqlite:///", "")
+    _run(mils_args(tmp_path, tiny_models.specs["scorer"], iterations=1, extra=("--limit", "2")), db)
+    _run(["run", "--method", "fake", "--captioner", "fake:echo", "--limit", "2", "--quiet"], db)
+    for run_id in (1, 2):
+        summary = work(demo_store, run_id, progress=False, backends=NoModels(), resume=True)  # type: ignore[arg-type]
+        assert (summary.status, summary.steps, summary.items_done) == ("done", 0, 2)

@@ -19,10 +19,17 @@ from capstore.store.engine import Store
 class BaselineWorker:
     def __init__(self, store: Store, run_id: int, cfg: RunConfig, worker: str, backends: Any, on_step) -> None:  # type: ignore[no-untyped-def]
         self.store, self.run_id, self.cfg, self.worker = store, run_id, cfg, worker
-        self.captioner = backends.captioner()
-        self.scorer = backends.scorer() if cfg.scorer else None
+        self.backends = backends  # models load on first use: a run with nothing left to claim loads none
         self.ctx = CallContext(run_id=run_id, worker=worker)
         self.on_step = on_step
+
+    @property
+    def captioner(self):  # type: ignore[no-untyped-def]
+        return self.backends.captioner()
+
+    @property
+    def scorer(self):  # type: ignore[no-untyped-def]
+        return self.backends.scorer() if self.cfg.scorer else None
 
     def process(self, states: list[ItemState], attempts: dict[int, int]) -> None:
         seeds = [item_seed(self.cfg.seed, st.image.sha256, 0) for st in states]

@@ -115,6 +115,12 @@ def work(store: Store, run_id: int, worker: str | None = None, progress: bool = 
     except KeyboardInterrupt:
         interrupted = True
         release(store, worker, held)
+    except Exception:
+        # A backend that cannot load (models load on first use) or a call that breaks: give the
+        # items back at once and leave the run resumable, then report the error.
+        release(store, worker, held)
+        _settle(store, run_id, counter["steps"], interrupted=True)
+        raise
     finally:
         bar.close()
     return _settle(store, run_id, counter["steps"], interrupted)

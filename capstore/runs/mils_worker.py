@@ -44,10 +44,18 @@ class MilsWorker:
 
     def __init__(self, store: Store, run_id: int, cfg: RunConfig, worker: str, backends: Any, on_step) -> None:  # type: ignore[no-untyped-def]
         self.store, self.run_id, self.cfg, self.worker = store, run_id, cfg, worker
-        self.scorer, self.generator = backends.scorer(), backends.generator()
+        self.backends = backends  # models load on first use: a run with nothing left to claim loads none
         self.ctx = CallContext(run_id=run_id, worker=worker)
         self.on_step = on_step
         self._pool: tuple[list[str], np.ndarray] | None = None
+
+    @property
+    def scorer(self):  # type: ignore[no-untyped-def]
+        return self.backends.scorer()
+
+    @property
+    def generator(self):  # type: ignore[no-untyped-def]
+        return self.backends.generator()
 
     def process(self, states: list[ItemState], attempts: dict[int, int]) -> None:
         self.attempts = attempts

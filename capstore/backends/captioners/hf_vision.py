@@ -128,7 +128,10 @@ class HFVisionCaptioner:
                     rows_seed, self.params["temperature"], self.params["top_p"], self.device)])
             with torch.inference_mode():
                 out = self.model.generate(**enc, **kwargs)
-            plen = enc["input_ids"].shape[1]
+            # A decoder-only language model (OPT, Llama) returns the prompt then the new tokens; an
+            # encoder-decoder one (BLIP-2 Flan-T5) returns only the decoder's tokens, after its start token.
+            text_config = getattr(self.model.config, "text_config", None) or self.model.config
+            plen = 1 if text_config.is_encoder_decoder else enc["input_ids"].shape[1]
             texts = [t.strip() for t in self.tokenizer.batch_decode(out[:, plen:], skip_special_tokens=True)]
             n_out = count_new_tokens(out, plen, self.tokenizer.eos_token_id, self.tokenizer.pad_token_id)
             n_in = enc["attention_mask"].sum(dim=1).tolist()
