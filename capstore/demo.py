@@ -2,7 +2,9 @@
 
 Steps, each reusing what an earlier demo on the same store already did: build the tiny offline
 models, draw the demo dataset, run MILS (tiny CLIP scorer + tiny Llama generator over a pool the
-demo writes itself) and the BLIP-2 and LLaVA baselines (tiny models), evaluate the three runs and
+demo writes itself; the Llama is first taught for a few seconds to answer in MILS's numbered-line
+shape, see ``backends/tiny_teach.py``, so that the loop really generates, scores and keeps) and
+the BLIP-2 and LLaVA baselines (tiny models), evaluate the three runs and
 write the report. A run is found again by its config hash, so a second demo makes no model call,
 and a demo killed half-way resumes its unfinished run instead of starting a new one.
 """
@@ -17,7 +19,8 @@ from sqlalchemy import select
 
 from capstore.backends.tiny import TinyModels, build_tiny_models
 from capstore.datasets import find_split, make_demo
-from capstore.methods.demo_assets import write_demo_assets
+from capstore.backends.tiny_teach import teach_llm
+from capstore.methods.demo_assets import DEMO_PROMPT, demo_pool_lines, write_demo_assets
 from capstore.runs import RunConfig, WorkSummary, create_run, work
 from capstore.runs.create import prepare_config
 from capstore.store.engine import Store
@@ -26,7 +29,8 @@ from capstore.store.schema import Run
 DEMO_DATASET = "demo"
 # Small enough for a few minutes on 2 CPU cores; MILS's own settings are 10 / 50 / 50.
 MILS_ITERATIONS, MILS_KEEP, MILS_REQUESTED = 3, 10, 10
-MAX_NEW_TOKENS = 48
+MAX_NEW_TOKENS = 128  # about six numbered lines of the taught tiny Llama
+TEACH_STEPS = 150
 
 
 @dataclass
@@ -39,13 +43,13 @@ class DemoResult:
     report: Path | None = None
 
 
-def demo_configs(models: TinyModels) -> dict[str, RunConfig]:
-    """The demo's three runs: MILS and the BLIP-2 and LLaVA baselines, all on the tiny models."""
+def demo_configs(models: TinyModels, generator: str) -> dict[str, RunConfig]:
+    """The demo's three runs: MILS (with ``generator``) and the BLIP-2 and LLaVA baselines, on the tiny models."""
     gen = {"temperature": 0.5, "top_p": 0.9, "max_new_tokens": MAX_NEW_TOKENS}
     cap = {"max_new_tokens": 20}
     return {
         "demo-mils": RunConfig(method="mils", dataset=DEMO_DATASET, label="demo-mils", scorer=models.specs["scorer"],
-                               generator=models.specs["generator"], iterations=MILS_ITERATIONS, keep=MILS_KEEP,
+                               generator=generator, iterations=MILS_ITERATIONS, keep=MILS_KEEP,
                                requested=MILS_REQUESTED, generator_params=gen, batch_images=24),
         "demo-blip2": RunConfig(method="blip2", dataset=DEMO_DATASET, label="demo-blip2",
                                 captioner=models.specs["blip2"], captioner_params=cap, batch_images=24),
@@ -63,8 +67,11 @@ def run_demo(store: Store, workdir: str | Path, *, progress: bool = True, evalua
     summary = make_demo(store)
     log(f"dataset {summary.describe()}")
     pool, prompt = write_demo_assets(workdir / "assets")
+    log("teaching the tiny Llama MILS's answer shape (a few seconds, once)")
+    taught = teach_llm(models.llm, workdir / "models" / "llm-mils-demo", demo_pool_lines(), DEMO_PROMPT,
+                       steps=TEACH_STEPS)
     result = DemoResult()
-    for label, cfg in demo_configs(models).items():
+    for label, cfg in demo_configs(models, f"hf:{taught}").items():
         files = {"pool_file": str(pool), "prompt_file": str(prompt)} if cfg.method == "mils" else {}
         run_id = _find_or_create(store, cfg, **files)
         result.runs[label] = work(store, run_id, progress=progress, resume=True)

@@ -35,7 +35,10 @@ def test_demo_runs_everything_then_reuses_it(tmp_path: Path) -> None:
         runs = s.scalars(select(Run).order_by(Run.id)).all()
         assert [(r.method, r.status) for r in runs] == [("mils", "done"), ("blip2", "done"), ("llava", "done")]
         assert s.scalar(select(func.count()).select_from(Caption)) == 72
-        assert s.scalar(select(func.max(Candidate.iteration)).where(Candidate.run_id == runs[0].id)) >= 0
+        # The taught tiny Llama answers in numbered lines: MILS really generates and scores candidates.
+        generated = s.scalar(select(func.count()).select_from(Candidate).where(
+            Candidate.run_id == runs[0].id, Candidate.origin == "generated", Candidate.iteration > 0))
+        assert generated > 0
         metrics = set(s.scalars(select(MetricValue.metric).where(MetricValue.scope == "corpus")))
     assert {"Bleu_4", "ROUGE_L", "CIDEr", "CLIPScore"} <= metrics
     report = workdir / "report" / "report.md"
@@ -73,3 +76,28 @@ def test_demo_without_eval_resumes_an_interrupted_run(tmp_path: Path) -> None:
     with store.read() as s:
         assert s.scalar(select(func.count()).select_from(Run)) == 3
         assert s.scalar(select(func.count()).select_from(Caption).where(Caption.run_id == mils.id)) == 24
+
+
+def test_taught_llm_answers_in_parsable_lines(tiny_models, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The demo's teaching step turns gibberish into `N. text` lines the MILS parser takes."""
+    from capstore.backends.registry import load_backend
+    from capstore.backends.tiny_teach import teach_llm
+    from capstore.datasets import make_demo
+    from capstore.methods.demo_assets import DEMO_PROMPT, demo_pool_lines
+    from capstore.methods.mils import format_prompt, parse_candidates
+
+    lines = demo_pool_lines()
+    store = open_store(str(tmp_path / "t.db"))
+    make_demo(store)
+    prompts = [format_prompt(DEMO_PROMPT, [(t, 0.2) for t in lines[k:k + 10]], 6) for k in (0, 50, 100, 200)]
+    parsed = {}
+    for name, folder in (("random", tiny_models.llm),
+                         ("taught", teach_llm(tiny_models.llm, tmp_path / "taught", lines, DEMO_PROMPT, steps=150))):
+        gen = load_backend("generator", f"hf:{folder}", store, device="cpu", max_new_tokens=128)
+        parsed[name] = [parse_candidates(g.text) for g in gen.generate(prompts, [1, 2, 3, 4])]
+    assert sum(map(len, parsed["random"])) == 0
+    assert all(len(p) >= 2 for p in parsed["taught"])
+    # A second call reuses the taught folder instead of training again.
+    before = (tmp_path / "taught" / "model.safetensors").stat().st_mtime_ns
+    teach_llm(tiny_models.llm, tmp_path / "taught", lines, DEMO_PROMPT, steps=150)
+    assert (tmp_path / "taught" / "model.safetensors").stat().st_mtime_ns == before
