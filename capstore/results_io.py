@@ -136,8 +136,12 @@ def export_results(store: Store, run_id: int, path: str | Path) -> int:
     entries: list[dict[str, Any]] = [{"image_id": _coco_id(ext), "caption": text}
                                      for ext, text in sorted(rows, key=lambda r: item_order(r[0]))]
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(entries, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(entries, ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, path)  # whole file or nothing: a reader never sees half a results file
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from exc
     return len(entries)
 
 

@@ -20,6 +20,12 @@ class CapstoreGroup(click.Group):
         except CapstoreError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(2)
+        except OSError as exc:  # a path the user gave: a folder, a missing directory, no permission
+            click.echo(f"Error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), err=True)
+            sys.exit(2)
+        except UnicodeDecodeError as exc:
+            click.echo(f"Error: a file given is not UTF-8 text ({exc.reason} at byte {exc.start})", err=True)
+            sys.exit(2)
 
 
 @click.group(cls=CapstoreGroup)

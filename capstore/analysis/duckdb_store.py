@@ -36,7 +36,16 @@ def open_for_reading(db: str | None) -> Store:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database and not Path(parsed.database).exists():
         raise StoreError(f"no store at {parsed.database}")
-    return open_store(db)
+    from capstore.store.migrate import current_revision, head_revision
+
+    # Reading must not write: no migration here (every other command upgrades an older store).
+    store = open_store(db, upgrade=False)
+    revision = current_revision(store)
+    if revision != head_revision():
+        store.dispose()
+        what = "is not a capstore store" if revision is None else f"has schema {revision}, this capstore reads {head_revision()}"
+        raise StoreError(f"{store.display_url} {what}; run `capstore db upgrade` first")
+    return store
 
 
 def connect(store: Store, *, lock: bool = True) -> "duckdb.DuckDBPyConnection":

@@ -113,6 +113,10 @@ def bind_params(query: Query, given: Mapping[str, Any] | None) -> dict[str, Any]
     return bound
 
 
+_SCANNER_FUNCTIONS = re.compile(r"\b((?:sqlite|postgres)_(?:scan|attach|query|execute|scan_pushdown))\s*\(",
+                                re.IGNORECASE)
+
+
 def check_read_only(sql_text: str) -> None:
     """Refuse anything but exactly one SELECT/EXPLAIN statement, with a one-line error."""
     import duckdb
@@ -126,6 +130,10 @@ def check_read_only(sql_text: str) -> None:
     kind = statements[0].type.name
     if kind not in READ_STATEMENTS:
         raise InputError(f"capstore sql is read-only: refusing {kind} (only a SELECT statement runs)")
+    # The scanner extensions' own functions reach other files and servers past DuckDB's file switch.
+    used = _SCANNER_FUNCTIONS.search(sql_text)
+    if used:
+        raise InputError(f"capstore sql reads the store only: refusing {used.group(1)}() (query the views instead)")
 
 
 def query_arrow(store: Store, sql_text: str, params: Mapping[str, Any] | None = None,

@@ -48,7 +48,7 @@ class ApiBackend:
         record_usage(self.store, run_id=ctx.run_id, stage=ctx.stage or stage, model_id=self.model_id,
                      device_type="api", device_name=self.model, wall_seconds=wall,
                      tokens_in=sum(g.tokens_in for g in fresh), tokens_out=sum(g.tokens_out for g in fresh),
-                     images=images if todo else 0, items=len(requests),
+                     images=round(images * len(todo) / len(requests)) if requests else 0, items=len(requests),
                      calls=sum(g.extra.get("attempts", 1) for g in fresh), cached=len(requests) - len(todo),
                      worker=ctx.worker)
         return [results[k] for k in keys]

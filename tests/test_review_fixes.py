@@ -1,0 +1,44 @@
+"""Read-only commands never write, reach only the store, and user path mistakes are one line."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from capstore.cli.main import cli
+
+
+def _invoke(*args: str):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(cli, list(args))
+
+
+def test_sql_does_not_turn_another_file_into_a_store(tmp_path: Path) -> None:
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as con:
+        con.execute("CREATE TABLE t (x)")
+    result = _invoke("--db", str(other), "sql", "SELECT 1")
+    assert result.exit_code == 2 and "is not a capstore store" in result.output
+    with sqlite3.connect(other) as con:
+        assert [r[0] for r in con.execute("SELECT name FROM sqlite_master")] == ["t"]  # untouched
+
+
+def test_scanner_functions_are_refused(demo_store, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    db = demo_store.url.replace("sqlite:///", "")
+    secret = tmp_path / "secret.db"
+    with sqlite3.connect(secret) as con:
+        con.execute("CREATE TABLE s (x)")
+    for query in (f"SELECT * FROM sqlite_scan('{secret}', 's')", f"SELECT * FROM SQLITE_ATTACH('{secret}')"):
+        result = _invoke("--db", db, "sql", query)
+        assert result.exit_code == 2 and "refusing sqlite_" in result.output.lower(), result.output
+    assert _invoke("--db", db, "sql", "SELECT count(*) AS n FROM items").exit_code == 0
+
+
+def test_output_path_mistakes_are_one_line(demo_store, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    db = demo_store.url.replace("sqlite:///", "")
+    folder = tmp_path / "adir"
+    folder.mkdir()
+    result = _invoke("--db", db, "sql", "SELECT 1", "--format", "csv", "--out", str(folder))
+    assert result.exit_code == 2 and "Traceback" not in result.output and "adir" in result.output
+    assert len(result.output.strip().splitlines()) == 1
