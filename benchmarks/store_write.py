@@ -7,13 +7,15 @@ Usage::
     .venv/bin/python benchmarks/store_write.py --db postgresql+psycopg://postgres@127.0.0.1:5432/test
 
 One synthetic MILS run over ``--items`` items, ``--iterations`` iterations, ``--candidates`` new
-candidates per (item, iteration), written three ways:
+candidates per (item, iteration), written four ways:
 
-1. **per step**: the run engine's own ``commit_step`` — ONE transaction per (item, iteration)
+1. **per step**: ``capstore.runs.steps.commit_step`` — ONE transaction per (item, iteration)
    holding the lease check, texts, 50 candidates, the iteration state (and the caption at the end);
-2. **bulk, Core**: one transaction, ``INSERT`` executemany of candidate dicts through SQLAlchemy Core;
-3. **bulk, raw**: one transaction, the DBAPI cursor: multi-row ``INSERT`` executemany on SQLite,
-   ``COPY`` on PostgreSQL.
+2. **per batch**: the run engine's own path, ``commit_steps`` of one iteration of a batch of
+   ``--batch`` items (the default ``batch_images``) in ONE transaction;
+3. **bulk, Core**: one transaction, ``INSERT`` executemany of candidate dicts through SQLAlchemy Core;
+4. **bulk, capstore**: one ``store.write(bulk=True)`` transaction, ``capstore.store.bulk.insert_rows``
+   (multi-row ``INSERT`` statements with references checked set-wise on SQLite, ``COPY`` on PostgreSQL).
 
 rows/s = candidate rows / wall time of the whole transaction(s) (iteration states, work-item updates
 and the commit included in the time, not in the row count); the bulk paths also report the candidate
@@ -35,15 +37,15 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
-from itertools import chain
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from sqlalchemy import create_engine, func, insert, select, text, update
 
 from capstore.runs.leases import claim
-from capstore.runs.steps import Step, commit_step
+from capstore.runs.steps import CANDIDATE_COLUMNS, STATE_COLUMNS, Step, commit_step, commit_steps
 from capstore.store import Store, open_store
+from capstore.store.bulk import insert_rows
 from capstore.store.content import insert_ignore, put_texts
 from capstore.store.schema import Candidate, Dataset, IterationState, Item, Run, Split, WorkItem, utcnow
 
@@ -52,11 +54,6 @@ WORKER = "bench:1:writer"
 DEAD_WORKER = "bench:999999999:dead"
 N_TEXTS = 20_000  # distinct candidate texts; candidates of one (item, iteration) are distinct
 KEEP = 5
-SQLITE_ROWS_PER_STATEMENT = 500  # 3,500 bound parameters, well under SQLite's 32,766
-SQLITE_BULK_CACHE_KIB = -262_144  # negative: KiB, i.e. up to 256 MiB
-CANDIDATE_COLUMNS = ("run_id", "item_id", "iteration", "text_sha", "origin", "score", "rank")
-STATE_COLUMNS = ("run_id", "item_id", "iteration", "best_text_sha", "best_score", "mean_kept_score", "n_new", "kept",
-                 "created_at")
 
 
 @dataclass
@@ -109,18 +106,35 @@ def _new(setup: Setup, item_id: int, iteration: int) -> list[tuple[int, float]]:
     return sorted(pairs, key=lambda p: -p[1])
 
 
+def _step(setup: Setup, work_id: int, item_id: int, it: int) -> Step:
+    new = _new(setup, item_id, it)
+    final = it == setup.iterations - 1
+    kept = [(setup.texts[t], sc) for t, sc in new[:KEEP]]
+    return Step(work_id, item_id, it, new=[(setup.texts[t], "generated", sc) for t, sc in new], kept=kept,
+                final=final, caption=(kept[0][0], kept[0][1], it) if final else None)
+
+
 def write_per_step(store: Store, setup: Setup, items: list[tuple[int, int]]) -> int:
-    """The engine's path: ``commit_step`` per (item, iteration); returns candidate rows written."""
+    """``commit_step`` per (item, iteration); returns candidate rows written."""
     rows = 0
     for work_id, item_id in items:
         for it in range(setup.done_iters.get(item_id, setup.iterations)):
-            new = _new(setup, item_id, it)
-            final = it == setup.iterations - 1
-            kept = [(setup.texts[t], sc) for t, sc in new[:KEEP]]
-            step = Step(work_id, item_id, it, new=[(setup.texts[t], "generated", sc) for t, sc in new], kept=kept,
-                        final=final, caption=(kept[0][0], kept[0][1], it) if final else None)
+            step = _step(setup, work_id, item_id, it)
             commit_step(store, setup.run_id, WORKER, step, lease_seconds=3600)
-            rows += len(new)
+            rows += len(step.new)
+    return rows
+
+
+def write_per_batch(store: Store, setup: Setup, items: list[tuple[int, int]], batch: int) -> int:
+    """The engine's path: ``commit_steps`` of one iteration of ``batch`` items at a time."""
+    rows = 0
+    for start in range(0, len(items), batch):
+        group = items[start:start + batch]
+        for it in range(setup.iterations):
+            steps = [_step(setup, w, i, it) for w, i in group if it < setup.done_iters.get(i, setup.iterations)]
+            if steps:
+                assert not commit_steps(store, setup.run_id, WORKER, steps, lease_seconds=3600)
+                rows += sum(len(st.new) for st in steps)
     return rows
 
 
@@ -174,51 +188,14 @@ def write_bulk_core(store: Store, setup: Setup, items: list[tuple[int, int]]) ->
     return Timing(len(cands), inserted - start, time.perf_counter() - start)
 
 
-def _sqlite_multirow(cursor, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:  # type: ignore[no-untyped-def]
-    """``INSERT … VALUES (…), (…), …`` of SQLITE_ROWS_PER_STATEMENT rows at a time, through executemany.
-
-    Why: SQLite evaluates a ``CHECK (x IN (…))`` constraint by building a small ephemeral table per
-    statement execution; one-row executemany pays that per row, a multi-row statement once per chunk.
-    """
-    one = "(" + ", ".join("?" * len(columns)) + ")"
-    head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
-    k = SQLITE_ROWS_PER_STATEMENT
-    full = len(rows) // k * k
-    cursor.executemany(head + ", ".join([one] * k),
-                       (tuple(chain.from_iterable(rows[i:i + k])) for i in range(0, full, k)))
-    if full < len(rows):
-        cursor.execute(head + ", ".join([one] * (len(rows) - full)), tuple(chain.from_iterable(rows[full:])))
-
-
-def _copy(cursor, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:  # type: ignore[no-untyped-def]
-    with cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row(row)
-
-
-def write_bulk_raw(store: Store, setup: Setup, items: list[tuple[int, int]]) -> Timing:
-    """One transaction, the DBAPI cursor: SQLite multi-row INSERT executemany, PostgreSQL COPY."""
+def write_bulk_capstore(store: Store, setup: Setup, items: list[tuple[int, int]]) -> Timing:
+    """One bulk transaction through ``capstore.store.bulk.insert_rows`` (multi-row INSERT / COPY)."""
     cands, states = _bulk_rows(setup, items)
-    # The raw path formats what SQLAlchemy's types would: JSON as text, SQLite datetimes as ISO text.
-    sqlite = store.dialect == "sqlite"
-    states = [(*row[:-2], json.dumps(row[-2]), row[-1].strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else row[-1])
-              for row in states]
     start = time.perf_counter()
-    with store.write() as s:
-        cursor = s.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
-        if sqlite:
-            # A bigger page cache for this connection keeps the unique index and FK parents in memory.
-            cache = cursor.execute("PRAGMA cache_size").fetchone()[0]
-            cursor.execute(f"PRAGMA cache_size={SQLITE_BULK_CACHE_KIB}")
-            _sqlite_multirow(cursor, "candidates", CANDIDATE_COLUMNS, cands)
-            inserted = time.perf_counter()
-            _sqlite_multirow(cursor, "iteration_states", STATE_COLUMNS, states)
-            cursor.execute(f"PRAGMA cache_size={cache}")
-        else:
-            _copy(cursor, "candidates", CANDIDATE_COLUMNS, cands)
-            inserted = time.perf_counter()
-            _copy(cursor, "iteration_states", STATE_COLUMNS, states)
-        cursor.close()
+    with store.write(bulk=True) as s:
+        insert_rows(s, Candidate.__table__, CANDIDATE_COLUMNS, cands)
+        inserted = time.perf_counter()
+        insert_rows(s, IterationState.__table__, STATE_COLUMNS, states)
         _finish_items(s, setup, items)
     return Timing(len(cands), inserted - start, time.perf_counter() - start)
 
@@ -280,7 +257,8 @@ def bench(store: Store, args: argparse.Namespace) -> dict[str, Any]:
     interrupted = setup.items[len(setup.items) - args.interrupted:] if args.interrupted else []
     setup.done_iters = {item: rng.randrange(setup.iterations) for _, item in interrupted}
     per_step_items = setup.items[: args.step_items]
-    rest = setup.items[args.step_items:]
+    per_batch_items = setup.items[args.step_items: args.step_items + args.batch_items]
+    rest = setup.items[args.step_items + args.batch_items:]
     half = len(rest) // 2
     out: dict[str, Any] = {"dialect": store.dialect, "items": args.items, "iterations": args.iterations,
                            "candidates_per_step": args.candidates}
@@ -289,11 +267,16 @@ def bench(store: Store, args: argparse.Namespace) -> dict[str, Any]:
     secs = time.perf_counter() - start
     out["per_step"] = {"rows": rows, "seconds": secs, "rows_per_s": rows / secs,
                        "steps_per_s": rows / args.candidates / secs}
-    for name, fn, part in (("bulk_core", write_bulk_core, rest[:half]), ("bulk_raw", write_bulk_raw, rest[half:])):
+    start = time.perf_counter()
+    rows = write_per_batch(store, setup, per_batch_items, args.batch)
+    secs = time.perf_counter() - start
+    out["per_batch"] = {"rows": rows, "seconds": secs, "rows_per_s": rows / secs, "batch": args.batch,
+                        "transactions_per_s": -(-len(per_batch_items) // args.batch) * args.iterations / secs}
+    for name, fn, part in (("bulk_core", write_bulk_core, rest[:half]), ("bulk_capstore", write_bulk_capstore, rest[half:])):
         t = fn(store, setup, part)
         out[name] = {"rows": t.rows, "insert_s": t.insert_s, "total_s": t.total_s,
                      "insert_rows_per_s": t.rows / t.insert_s, "rows_per_s": t.rows / t.total_s}
-    for part in (per_step_items, rest[:half], rest[half:]):
+    for part in (per_step_items, per_batch_items, rest[:half], rest[half:]):
         written = [item for _, item in part if setup.done_iters.get(item, setup.iterations) > 0]
         if written:
             _check_written(store, setup, written[0])
@@ -347,9 +330,11 @@ def _report(r: dict[str, Any]) -> str:
         f"({r['candidates_stored']:,} candidate rows stored)",
         f"  per step (commit_step) : {r['per_step']['rows_per_s']:>10,.0f} rows/s  "
         f"({r['per_step']['steps_per_s']:,.0f} transactions/s, {r['per_step']['rows']:,} rows)",
+        f"  per batch (commit_steps, {r['per_batch']['batch']} items): {r['per_batch']['rows_per_s']:>10,.0f} rows/s  "
+        f"({r['per_batch']['transactions_per_s']:,.0f} transactions/s, {r['per_batch']['rows']:,} rows)",
         *(f"  bulk, {label:<17}: {r[key]['rows_per_s']:>10,.0f} rows/s  (candidate INSERT alone "
           f"{r[key]['insert_rows_per_s']:,.0f} rows/s; {r[key]['rows']:,} rows)"
-          for key, label in (("bulk_core", "Core executemany"), ("bulk_raw", "raw DBAPI/COPY"))),
+          for key, label in (("bulk_core", "Core executemany"), ("bulk_capstore", "capstore insert_rows"))),
         f"  resume: {res['unfinished_items']} unfinished items found by claim in {res['claim_s']:.3f} s, "
         f"by work_items in {res['work_items_query_s']:.3f} s, by iteration_states in {res['iteration_states_query_s']:.3f} s",
     ])
@@ -362,12 +347,15 @@ def main() -> None:
     p.add_argument("--items", type=int, default=5000)
     p.add_argument("--iterations", type=int, default=10)
     p.add_argument("--candidates", type=int, default=50)
-    p.add_argument("--step-items", type=int, default=100, help="items written by the per-step path (the rest in bulk)")
+    p.add_argument("--step-items", type=int, default=100, help="items written by the per-step path")
+    p.add_argument("--batch-items", type=int, default=400, help="items written by the per-batch path (the rest in bulk)")
+    p.add_argument("--batch", type=int, default=16, help="items per commit_steps transaction (batch_images)")
     p.add_argument("--interrupted", type=int, default=250, help="items left part-way, to be found on resume")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args()
-    if not 0 <= args.interrupted <= args.items - args.step_items:
-        p.error("--interrupted items must come from those written in bulk (at most --items minus --step-items)")
+    if not 0 <= args.interrupted <= args.items - args.step_items - args.batch_items:
+        p.error("--interrupted items must come from those written in bulk (at most --items minus --step-items "
+                "minus --batch-items)")
     pg = os.environ.get("CAPSTORE_TEST_PG_URL", PG_DEFAULT)
     targets = args.db or (["sqlite"] + ([pg] if _pg_reachable(pg) else []))
     results = []

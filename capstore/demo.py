@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from sqlalchemy import select
 
+from capstore.backends.loading_bars import silence_loading_bars
 from capstore.backends.tiny import TinyModels, build_tiny_models
 from capstore.datasets import find_split, make_demo
 from capstore.backends.tiny_teach import teach_llm
@@ -62,6 +63,8 @@ def run_demo(store: Store, workdir: str | Path, *, progress: bool = True, evalua
              report: bool = True, log: Callable[[str], Any] = print) -> DemoResult:
     """Run the whole demo on ``store``, keeping models, assets and the report under ``workdir``."""
     workdir = Path(workdir).resolve()
+    if not progress:
+        silence_loading_bars()
     log(f"tiny models: {workdir / 'models'}")
     models = build_tiny_models(workdir / "models")
     summary = make_demo(store)

@@ -25,6 +25,6 @@ def eval_(run_id: int, candidates: bool, clip_scorer: str, no_clipscore: bool, d
     from capstore.metrics import evaluate_run
     from capstore.store import open_store
 
-    result = evaluate_run(open_store(db), run_id, candidates=candidates,
+    result = evaluate_run(open_store(db, create=False), run_id, candidates=candidates,
                           clip_scorer=None if no_clipscore else clip_scorer, device=device, progress=not quiet)
     click.echo(result.describe())

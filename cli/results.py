@@ -42,5 +42,5 @@ def export_results(run_id: int, file: Path, db: str | None) -> None:
     from capstore.results_io import export_results as do_export
     from capstore.store import open_store
 
-    n = do_export(open_store(db), run_id, file)
+    n = do_export(open_store(db, create=False), run_id, file)
     click.echo(f"run {run_id}: wrote {n} captions to {file}")

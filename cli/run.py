@@ -105,7 +105,7 @@ def resume(run_id: int, iterations: int | None, quiet: bool, db: str | None) -> 
     from capstore.runs import extend_run, work
     from capstore.store import open_store
 
-    store = open_store(db)
+    store = open_store(db, create=False)
     if iterations is not None:
         extend_run(store, run_id, iterations)
     _report(work(store, run_id, progress=not quiet, resume=True))
@@ -120,7 +120,7 @@ def worker(run_id: int, quiet: bool, db: str | None) -> None:
     from capstore.runs import work
     from capstore.store import open_store
 
-    _report(work(open_store(db), run_id, progress=not quiet))
+    _report(work(open_store(db, create=False), run_id, progress=not quiet))
 
 
 @click.command()
@@ -131,7 +131,7 @@ def status(run_id: int, db: str | None) -> None:
     from capstore.runs.status import run_status
     from capstore.store import open_store
 
-    click.echo(run_status(open_store(db), run_id).describe())
+    click.echo(run_status(open_store(db, create=False), run_id).describe())
 
 
 @click.group()

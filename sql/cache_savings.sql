@@ -3,6 +3,8 @@
 -- served from a cache and how many computed, the hit rate, model calls made, device-seconds
 -- spent, and an estimate of the device-seconds the hits saved (at this row's seconds per
 -- computed request; NULL when nothing was computed).
+-- A row with run_id NULL is work done outside any run (CLIPScore scoring by `capstore eval`);
+-- it shows only when no runs are named.
 -- @param runs INTEGER[] run ids to show, e.g. 1,2,3 (default: every run)
 SELECT run_id,
        stage,

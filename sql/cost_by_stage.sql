@@ -1,6 +1,8 @@
 -- Where a run's cost goes: device time, tokens and dollars by stage, model and device.
 -- One row per (run, stage, model, device): device-hours, the hourly rate applied, tokens, images,
 -- dollars, requests computed and requests served from the caches.
+-- A row with run_id NULL is work done outside any run (CLIPScore scoring by `capstore eval`);
+-- it shows only when no runs are named.
 -- @param runs INTEGER[] run ids to show, e.g. 1,2,3 (default: every run)
 SELECT run_id,
        stage,

@@ -151,13 +151,12 @@ def test_blip2_with_an_encoder_decoder_lm_captions_with_the_decoder_tokens(demo_
     assert all(o.ok and 0 < o.tokens_out <= 8 for o in outs)
 
 
-def test_scorer_device_seconds_leave_out_the_store_writes(demo_store, tiny_models, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def _spy_device_time(monkeypatch, module, put_name: str) -> list[bool]:  # type: ignore[no-untyped-def]
+    """Record, for each cache write of ``module``, whether it ran inside the device-time measurement."""
     from contextlib import contextmanager
 
-    from capstore.backends.scorers import open_clip as scorer_module
-
     inside, writes = [False], []
-    real_timed, real_put = scorer_module.timed, scorer_module.put_embeddings
+    real_timed, real_put = module.timed, getattr(module, put_name)
 
     @contextmanager
     def spy_timed(device):  # type: ignore[no-untyped-def]
@@ -170,11 +169,40 @@ def test_scorer_device_seconds_leave_out_the_store_writes(demo_store, tiny_model
         writes.append(inside[0])
         return real_put(*args, **kwargs)
 
-    monkeypatch.setattr(scorer_module, "timed", spy_timed)
-    monkeypatch.setattr(scorer_module, "put_embeddings", spy_put)
+    monkeypatch.setattr(module, "timed", spy_timed)
+    monkeypatch.setattr(module, put_name, spy_put)
+    return writes
+
+
+def test_scorer_device_seconds_leave_out_the_store_writes(demo_store, tiny_models, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from capstore.backends.scorers import open_clip as scorer_module
+
+    writes = _spy_device_time(monkeypatch, scorer_module, "put_embeddings")
     scorer = load_backend("scorer", tiny_models.specs["scorer"], demo_store, device="cpu", batch_size=2)
     scorer.encode_texts(["a red circle", "two blue squares", "a yellow triangle"])
     assert writes == [False, False]  # two batches written, neither inside the device-time measurement
+    event = _usage(demo_store)[-1]
+    assert event.calls == 2 and event.device_seconds > 0 and event.wall_seconds >= event.device_seconds
+
+
+def test_generator_and_captioner_device_seconds_leave_out_the_cache_writes(demo_store, tiny_models,  # type: ignore[no-untyped-def]
+                                                                           monkeypatch) -> None:
+    from capstore.backends.captioners import hf_vision
+    from capstore.backends.generators import hf
+
+    gen_writes = _spy_device_time(monkeypatch, hf, "put_generations")
+    generator = load_backend("generator", tiny_models.specs["generator"], demo_store, device="cpu", batch_size=2,
+                             max_new_tokens=4)
+    generator.generate(["one", "two", "three"], [1, 2, 3])
+    assert gen_writes == [False, False]
+    event = _usage(demo_store)[-1]
+    assert event.calls == 2 and event.device_seconds > 0 and event.wall_seconds >= event.device_seconds
+
+    cap_writes = _spy_device_time(monkeypatch, hf_vision, "put_generations")
+    captioner = load_backend("captioner", tiny_models.specs["blip2"], demo_store, device="cpu", batch_size=2,
+                             max_new_tokens=4)
+    captioner.caption(demo_images(demo_store, 3), [1, 2, 3])
+    assert cap_writes == [False, False]
     event = _usage(demo_store)[-1]
     assert event.calls == 2 and event.device_seconds > 0 and event.wall_seconds >= event.device_seconds
 

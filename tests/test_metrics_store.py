@@ -18,6 +18,7 @@ from sqlalchemy import func, select, update
 
 from capstore.cli.main import cli
 from capstore.datasets import make_demo
+from capstore.store import open_store
 from capstore.errors import CapstoreError, InputError
 from capstore.metrics import COCO_METRICS, evaluate_run
 from capstore.metrics import coco_caption, java, names, spice
@@ -151,5 +152,6 @@ def test_runs_without_captions_or_unknown(store: Store, tmp_path: Path) -> None:
 
 
 def test_cli_eval_errors_are_one_line(db_url: str) -> None:
+    open_store(db_url).dispose()  # an existing store without that run (a missing one is refused earlier)
     out = CliRunner().invoke(cli, ["eval", "3", "--no-clipscore", "--db", db_url])
     assert out.exit_code == 2 and out.output == "Error: no run 3 in this store (see `capstore runs list`)\n"

@@ -117,8 +117,9 @@ def test_store_write_benchmark_paths_agree(store, monkeypatch: pytest.MonkeyPatc
     bench = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "store_write", bench)  # dataclasses look their module up there
     spec.loader.exec_module(bench)
-    args = argparse.Namespace(items=12, iterations=3, candidates=6, step_items=2, interrupted=4)
+    args = argparse.Namespace(items=12, iterations=3, candidates=6, step_items=2, batch_items=4, batch=3, interrupted=4)
     out = bench.bench(store, args)
     assert out["resume"]["unfinished_items"] == 4
-    written = out["per_step"]["rows"] + out["bulk_core"]["rows"] + out["bulk_raw"]["rows"]
+    assert out["per_batch"]["rows"] == 4 * 3 * 6  # whole items, two commit_steps batches
+    written = out["per_step"]["rows"] + out["per_batch"]["rows"] + out["bulk_core"]["rows"] + out["bulk_capstore"]["rows"]
     assert out["candidates_stored"] == written and 6 * 3 * 8 <= written < 6 * 3 * 12

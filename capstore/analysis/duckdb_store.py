@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 
 from capstore.analysis.views import VIEWS
 from capstore.errors import StoreError
-from capstore.store.engine import Store, open_store, resolve_url
+from capstore.store.engine import Store, open_store
 
 if TYPE_CHECKING:
     import duckdb
@@ -32,14 +32,10 @@ EXTENSIONS = {"sqlite": "sqlite_scanner", "postgresql": "postgres_scanner"}
 
 def open_for_reading(db: str | None) -> Store:
     """Open an existing store (a missing SQLite file is an error, not a new empty store)."""
-    url = resolve_url(db)
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database and not Path(parsed.database).exists():
-        raise StoreError(f"no store at {parsed.database}")
     from capstore.store.migrate import current_revision, head_revision
 
     # Reading must not write: no migration here (every other command upgrades an older store).
-    store = open_store(db, upgrade=False)
+    store = open_store(db, upgrade=False, create=False)
     revision = current_revision(store)
     if revision != head_revision():
         store.dispose()

@@ -196,14 +196,18 @@ def _convert(name: str, value: Any, type_name: str) -> Any:
 
 
 def _infer(value: Any) -> Any:
+    """An undeclared parameter's value: a number if it reads back the same, else the text (``007`` stays text)."""
     if not isinstance(value, str):
         return value
-    for kind in (int, float):
-        try:
-            return kind(value)
-        except ValueError:
-            pass
-    return value
+    try:
+        number = int(value)
+        return number if str(number) == value else value
+    except ValueError:
+        pass
+    try:
+        return float(value) if value.strip().lower() not in ("nan", "inf", "-inf", "infinity", "-infinity") else value
+    except ValueError:
+        return value
 
 
 def _first_line(exc: BaseException) -> str:

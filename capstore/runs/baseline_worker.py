@@ -12,7 +12,7 @@ from typing import Any
 from capstore.backends.base import CallContext
 from capstore.runs.config import RunConfig, item_seed
 from capstore.runs.mils_worker import MAX_ATTEMPTS, ItemState
-from capstore.runs.steps import LeaseLost, Step, commit_step, fail_item, record_error
+from capstore.runs.steps import Step, commit_steps, fail_item, record_error
 from capstore.store.engine import Store
 
 
@@ -34,6 +34,7 @@ class BaselineWorker:
     def process(self, states: list[ItemState], attempts: dict[int, int]) -> None:
         seeds = [item_seed(self.cfg.seed, st.image.sha256, 0) for st in states]
         outputs = self.captioner.caption([st.image for st in states], seeds, self.ctx)
+        steps = []
         for st, out in zip(states, outputs):
             if not out.ok:
                 attempt = attempts.get(st.work_id, 1)
@@ -48,10 +49,11 @@ class BaselineWorker:
                 scores = [float(s) for s in self.scorer.score(st.image, texts, self.ctx)]
             best = max(range(len(texts)), key=lambda i: scores[i]) if self.scorer is not None else 0  # type: ignore[arg-type,return-value]
             kept = [(t, s) for t, s in zip(texts, scores) if s is not None]
-            step = Step(st.work_id, st.item_id, 0, [(t, "baseline", s) for t, s in zip(texts, scores)],
-                        sorted(kept, key=lambda ts: -ts[1]), final=True, caption=(texts[best], scores[best], 0))
-            try:
-                commit_step(self.store, self.run_id, self.worker, step, self.cfg.lease_seconds)
-            except LeaseLost:
-                continue
+            steps.append(Step(st.work_id, st.item_id, 0, [(t, "baseline", s) for t, s in zip(texts, scores)],
+                              sorted(kept, key=lambda ts: -ts[1]), final=True, caption=(texts[best], scores[best], 0)))
+        if not steps:
+            return
+        # One transaction for the batch; a step whose lease was lost (another worker has it) is skipped.
+        lost = commit_steps(self.store, self.run_id, self.worker, steps, self.cfg.lease_seconds)
+        for _ in range(len(steps) - len(lost)):
             self.on_step(True)

@@ -14,6 +14,7 @@ from functools import cached_property
 from sqlalchemy import func, select, update
 from tqdm import tqdm
 
+from capstore.backends.loading_bars import silence_loading_bars
 from capstore.backends.registry import load_backend
 from capstore.errors import CapstoreError
 from capstore.runs.baseline_worker import BaselineWorker
@@ -92,6 +93,8 @@ def work(store: Store, run_id: int, worker: str | None = None, progress: bool = 
         run.status, run.started_at = "running", run.started_at or utcnow()
     if resume:
         free_dead_leases(store, run_id)
+    if not progress:
+        silence_loading_bars()
     backends = backends or Backends(store, cfg)
     total_steps = _remaining_steps(store, run_id, cfg)
     bar = tqdm(total=total_steps, desc=f"run {run_id} ({cfg.method})", unit="step", disable=not progress)

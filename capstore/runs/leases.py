@@ -3,7 +3,7 @@
 A worker claims pending items (or items whose lease expired) in one write transaction: SQLite takes
 the write lock up front (BEGIN IMMEDIATE, waiting on busy), PostgreSQL skips rows another worker
 has locked (``FOR UPDATE SKIP LOCKED``). Every committed iteration renews the item's lease and is
-only accepted while this worker still holds it (see ``engine.commit_step``); the unique keys of
+only accepted while this worker still holds it (see ``steps.commit_steps``); the unique keys of
 iteration states and captions make a second completion impossible.
 
 Worker ids are ``host:pid:random``, so ``resume`` on the same host can free the leases of processes

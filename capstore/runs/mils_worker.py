@@ -3,8 +3,8 @@
 Work is batched across images: one scorer call embeds all images of the batch, the pool is embedded
 once per process (through the embedding cache, so once per store), iteration 0 is one matrix
 product, and each later iteration sends every active image's prompt to the generator in one call
-and scores all new candidates in one call. Each (image, iteration) is committed on its own
-(``steps.commit_step``), so a kill loses at most the steps in flight.
+and scores all new candidates in one call. The batch's steps of an iteration are committed together
+(``steps.commit_steps``, one transaction), so a kill loses at most the iteration in flight.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from capstore.backends.base import CallContext, ImageRef
 from capstore.methods.mils import format_prompt, keep_top, parse_candidates, should_stop
 from capstore.methods.pool import load_pool
 from capstore.runs.config import RunConfig, item_seed
-from capstore.runs.steps import LeaseLost, Step, commit_step, fail_item, record_error
+from capstore.runs.steps import Step, commit_steps, fail_item, record_error
 from capstore.store.content import get_texts, sha256_text
 from capstore.store.engine import Store
 from capstore.store.schema import Candidate, Caption, IterationState
@@ -88,6 +88,7 @@ class MilsWorker:
         seed_texts = sorted({t for ts in seeds.values() for t in ts})
         seed_emb = self.scorer.encode_texts(seed_texts, self.ctx) if seed_texts else None
         k = min(self.cfg.keep, len(lines))
+        results = []
         for row, st in enumerate(states):
             top = np.argpartition(-scores[row], k - 1)[:k]
             found = {lines[j]: float(scores[row, j]) for j in top}
@@ -96,7 +97,8 @@ class MilsWorker:
                 score = float(seed_emb[seed_texts.index(text)] @ st.embedding)  # type: ignore[index]
                 found[text] = score
                 new = [c for c in new if c[0] != text] + [(text, "seed", score)]
-            self._commit(st, 0, new, keep_top(found, self.cfg.keep))
+            results.append((st, new, keep_top(found, self.cfg.keep)))
+        self._commit(0, results)
 
     def _init_seeds(self, item_ids: list[int]) -> dict[int, list[str]]:
         """Hybrid start: the captions and candidates another run produced for these items."""
@@ -139,33 +141,42 @@ class MilsWorker:
         all_new = sorted({t for texts in parsed for t in texts})
         emb = self.scorer.encode_texts(all_new, self.ctx) if all_new else None
         index = {t: i for i, t in enumerate(all_new)}
+        results = []
         for st, texts in zip(states, parsed):
             if not st.active:
                 continue
             scored = {t: float(emb[index[t]] @ st.embedding) for t in texts}  # type: ignore[index]
             kept = keep_top({**dict(st.kept), **scored}, self.cfg.keep)
-            self._commit(st, iteration, [(t, "generated", s) for t, s in scored.items()], kept)
+            results.append((st, [(t, "generated", s) for t, s in scored.items()], kept))
+        self._commit(iteration, results)
 
     # -- commits --------------------------------------------------------------------------------
 
-    def _commit(self, st: ItemState, iteration: int, new: list[tuple[str, str, float | None]],
-                kept: list[tuple[str, float]]) -> None:
-        history = st.history + [kept[0][1] if kept else float("-inf")]
-        stop = None
-        if self.cfg.early_stop and iteration < self.cfg.iterations:
-            patience, eps = self.cfg.early_stop
-            stop = should_stop(history, patience, eps)
-        final = iteration >= self.cfg.iterations or bool(stop)
-        caption = (kept[0][0], kept[0][1], self._found_at(st, kept[0][0], iteration)) if final and kept else None
-        step = Step(st.work_id, st.item_id, iteration, new, kept, final=final, stopped_early=bool(stop), caption=caption)
-        try:
-            commit_step(self.store, self.run_id, self.worker, step, self.cfg.lease_seconds)
-        except LeaseLost:
-            st.active = False
+    def _commit(self, iteration: int,
+                results: list[tuple[ItemState, list[tuple[str, str, float | None]], list[tuple[str, float]]]]) -> None:
+        """Commit the (item, iteration) steps of the batch in one transaction, then advance the items."""
+        steps, histories = [], []
+        for st, new, kept in results:
+            history = st.history + [kept[0][1] if kept else float("-inf")]
+            stop = None
+            if self.cfg.early_stop and iteration < self.cfg.iterations:
+                patience, eps = self.cfg.early_stop
+                stop = should_stop(history, patience, eps)
+            final = iteration >= self.cfg.iterations or bool(stop)
+            caption = (kept[0][0], kept[0][1], self._found_at(st, kept[0][0], iteration)) if final and kept else None
+            steps.append(Step(st.work_id, st.item_id, iteration, new, kept, final=final, stopped_early=bool(stop),
+                              caption=caption))
+            histories.append(history)
+        if not steps:
             return
-        st.done, st.kept, st.history = iteration, kept, history
-        st.active = not final
-        self.on_step(final)
+        lost = {id(step) for step in commit_steps(self.store, self.run_id, self.worker, steps, self.cfg.lease_seconds)}
+        for (st, _, kept), step, history in zip(results, steps, histories):
+            if id(step) in lost:  # another worker has the item now
+                st.active = False
+                continue
+            st.done, st.kept, st.history = iteration, kept, history
+            st.active = not step.final
+            self.on_step(step.final)
 
     def _found_at(self, st: ItemState, text: str, iteration: int) -> int:
         """The iteration at which the caption first entered the kept set."""

@@ -1,23 +1,35 @@
-"""Committing one (item, iteration) step: everything it produced, in ONE transaction.
+"""Committing steps: everything a batch of (item, iteration) steps produced, in ONE transaction.
 
-Write order inside the transaction: (1) the work item advances from ``iteration - 1`` to
-``iteration`` only if this worker still holds its lease (else LeaseLost, nothing written); (2) the
-texts; (3) the new candidates with their scores and ranks; (4) the iteration state (kept set as
-[text sha, score] pairs, best first); (5) on the last step, the final caption. The primary/unique
-keys of (2)-(5) make completing an item twice impossible even if two workers raced.
+Write order inside the transaction: (1) each step's work item advances from ``iteration - 1`` to
+``iteration`` only if this worker still holds its lease (else that step, and the item's later ones,
+are given back as lost and nothing of them is written); (2) the texts; (3) the new candidates with
+their scores and ranks; (4) the iteration states (kept set as [text sha, score] pairs, best first);
+(5) on an item's last step, the final caption. The primary/unique keys of (2)-(5) make completing an
+item twice impossible even if two workers raced. Rows go through ``store.bulk.insert_rows`` in a
+bulk transaction: references are checked once per distinct run, item and text.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from itertools import groupby
 from statistics import fmean
+from typing import Any
 
 from sqlalchemy import update
+from sqlalchemy.orm import Session
 
-from capstore.store.content import put_texts, sha256_text
+from capstore.store.bulk import insert_rows
+from capstore.store.content import put_texts
 from capstore.store.engine import Store
 from capstore.store.schema import Candidate, Caption, ErrorEvent, IterationState, WorkItem, utcnow
+
+CANDIDATE_COLUMNS = ("run_id", "item_id", "iteration", "text_sha", "origin", "score", "rank")
+STATE_COLUMNS = ("run_id", "item_id", "iteration", "best_text_sha", "best_score", "mean_kept_score", "n_new", "kept",
+                 "created_at")
+CAPTION_COLUMNS = ("run_id", "item_id", "text_sha", "score", "iteration", "created_at")
+_MAX_IDS = 30_000  # work item ids per UPDATE (bound-parameter limits)
 
 
 class LeaseLost(Exception):
@@ -37,37 +49,73 @@ class Step:
 
 
 def commit_step(store: Store, run_id: int, worker: str, step: Step, lease_seconds: int) -> None:
-    """Write ``step`` atomically; raises LeaseLost if this worker no longer owns the item."""
+    """Write one ``step`` atomically; raises LeaseLost if this worker no longer owns the item."""
+    if commit_steps(store, run_id, worker, [step], lease_seconds):
+        raise LeaseLost(f"item {step.item_id} iteration {step.iteration}")
+
+
+def commit_steps(store: Store, run_id: int, worker: str, steps: list[Step], lease_seconds: int) -> list[Step]:
+    """Write ``steps`` (an item's steps in iteration order) in one transaction; returns those lost.
+
+    A lost step is one whose item this worker no longer holds at that iteration; it is not written,
+    and the other steps are unaffected.
+    """
     now = utcnow()
-    with store.write() as s:
-        values: dict[str, object] = {"iterations_done": step.iteration, "updated_at": now,
+    with store.write(bulk=True) as s:
+        moved = _advance(s, worker, steps, now, lease_seconds)
+        done = [st for st in steps if (st.work_id, st.iteration) in moved]
+        texts = [t for st in done for t, _, _ in st.new] + [t for st in done for t, _ in st.kept]
+        texts += [st.caption[0] for st in done if st.caption]
+        sha = dict(zip(texts, put_texts(s, texts)))
+        insert_rows(s, Candidate.__table__, CANDIDATE_COLUMNS,
+                    [row for st in done for row in _candidate_rows(run_id, st, sha)])
+        insert_rows(s, IterationState.__table__, STATE_COLUMNS, [_state_row(run_id, st, sha, now) for st in done])
+        insert_rows(s, Caption.__table__, CAPTION_COLUMNS,
+                    [(run_id, st.item_id, sha[st.caption[0]], st.caption[1], st.caption[2], now)
+                     for st in done if st.caption])
+    return [st for st in steps if (st.work_id, st.iteration) not in moved]
+
+
+def _advance(s: Session, worker: str, steps: list[Step], now: datetime, lease_seconds: int) -> set[tuple[int, int]]:
+    """Move each step's work item to its iteration if this worker holds it there; returns (work id, iteration) moved.
+
+    One UPDATE … RETURNING per (iteration, final, stopped early) group, lowest iteration first, so
+    an item's later step only moves once its earlier one did.
+    """
+    def group(st: Step) -> tuple[int, bool, bool]:
+        return st.iteration, st.final, st.stopped_early
+
+    moved: set[tuple[int, int]] = set()
+    for (iteration, final, stopped), members in groupby(sorted(steps, key=group), key=group):
+        ids = [st.work_id for st in members]
+        values: dict[str, object] = {"iterations_done": iteration, "updated_at": now,
                                      "lease_expires_at": now + timedelta(seconds=lease_seconds)}
-        if step.stopped_early:
-            values["stopped_early_at"] = step.iteration
-        if step.final:
+        if stopped:
+            values["stopped_early_at"] = iteration
+        if final:
             values.update(status="done", lease_owner=None, lease_expires_at=None)
-        moved = s.execute(update(WorkItem).where(
-            WorkItem.id == step.work_id, WorkItem.lease_owner == worker, WorkItem.status == "leased",
-            WorkItem.iterations_done == step.iteration - 1).values(**values))
-        if moved.rowcount != 1:
-            raise LeaseLost(f"item {step.item_id} iteration {step.iteration}")
-        texts = [t for t, _, _ in step.new] + [t for t, _ in step.kept]
-        if step.caption:
-            texts.append(step.caption[0])
-        put_texts(s, texts)
-        order = sorted(range(len(step.new)), key=lambda i: -(step.new[i][2] if step.new[i][2] is not None else -1e9))
-        ranks = {i: r + 1 for r, i in enumerate(order)}
-        s.add_all(Candidate(run_id=run_id, item_id=step.item_id, iteration=step.iteration, text_sha=sha256_text(t),
-                            origin=origin, score=score, rank=ranks[i])
-                  for i, (t, origin, score) in enumerate(step.new))
-        best = step.kept[0] if step.kept else None
-        s.add(IterationState(run_id=run_id, item_id=step.item_id, iteration=step.iteration,
-                             best_text_sha=sha256_text(best[0]) if best else None, best_score=best[1] if best else None,
-                             mean_kept_score=fmean(sc for _, sc in step.kept) if step.kept else None,
-                             n_new=len(step.new), kept=[[sha256_text(t), sc] for t, sc in step.kept]))
-        if step.caption:
-            text, score, found = step.caption
-            s.add(Caption(run_id=run_id, item_id=step.item_id, text_sha=sha256_text(text), score=score, iteration=found))
+        for start in range(0, len(ids), _MAX_IDS):
+            rows = s.execute(update(WorkItem).where(
+                WorkItem.id.in_(ids[start:start + _MAX_IDS]), WorkItem.lease_owner == worker,
+                WorkItem.status == "leased", WorkItem.iterations_done == iteration - 1).values(**values)
+                .returning(WorkItem.id))
+            moved.update((work_id, iteration) for work_id in rows.scalars())
+    return moved
+
+
+def _candidate_rows(run_id: int, st: Step, sha: dict[str, str]) -> list[tuple[Any, ...]]:
+    """The step's new candidates, ranked by score (1 = best; unscored last)."""
+    order = sorted(range(len(st.new)), key=lambda i: -(st.new[i][2] if st.new[i][2] is not None else -1e9))
+    rank = {i: r for r, i in enumerate(order, start=1)}
+    return [(run_id, st.item_id, st.iteration, sha[text], origin, score, rank[i])
+            for i, (text, origin, score) in enumerate(st.new)]
+
+
+def _state_row(run_id: int, st: Step, sha: dict[str, str], now: datetime) -> tuple[Any, ...]:
+    best = st.kept[0] if st.kept else None
+    return (run_id, st.item_id, st.iteration, sha[best[0]] if best else None, best[1] if best else None,
+            fmean(sc for _, sc in st.kept) if st.kept else None, len(st.new),
+            [[sha[t], sc] for t, sc in st.kept], now)
 
 
 def record_error(store: Store, run_id: int, item_id: int | None, stage: str, kind: str, message: str,

@@ -23,6 +23,8 @@ from capstore.errors import StoreError
 
 DEFAULT_DB = "capstore.db"
 SQLITE_BUSY_TIMEOUT_MS = 60_000
+SQLITE_DEFAULT_CACHE_KIB = -2_000  # SQLite's own default (negative: KiB)
+SQLITE_BULK_CACHE_KIB = -262_144  # 256 MiB for bulk transactions: the unique index stays in memory
 
 
 def resolve_url(db: str | None = None) -> str:
@@ -52,8 +54,21 @@ def _sqlite_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        mode = "IMMEDIATE" if conn.get_execution_options().get("capstore_write") else "DEFERRED"
+        options = conn.get_execution_options()
+        if options.get("capstore_bulk"):
+            # Only outside a transaction do these take effect. store.bulk.insert_rows checks the
+            # references of its rows set-wise instead of per row; checkin puts both back.
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            conn.exec_driver_sql(f"PRAGMA cache_size={SQLITE_BULK_CACHE_KIB}")
+            conn.info["capstore_bulk"] = True
+        mode = "IMMEDIATE" if options.get("capstore_write") else "DEFERRED"
         conn.exec_driver_sql(f"BEGIN {mode}")
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(dbapi_conn, record) -> None:  # type: ignore[no-untyped-def]
+        if dbapi_conn is not None and record.info.pop("capstore_bulk", False):
+            dbapi_conn.execute("PRAGMA foreign_keys=ON")
+            dbapi_conn.execute(f"PRAGMA cache_size={SQLITE_DEFAULT_CACHE_KIB}")
 
     return engine
 
@@ -97,6 +112,9 @@ class Store:
         self._writer = sessionmaker(
             bind=self.engine.execution_options(capstore_write=True), expire_on_commit=False
         )
+        self._bulk_writer = sessionmaker(
+            bind=self.engine.execution_options(capstore_write=True, capstore_bulk=True), expire_on_commit=False
+        )
         self._reader = sessionmaker(bind=self.engine, expire_on_commit=False)
 
     @property
@@ -109,9 +127,14 @@ class Store:
         return make_url(self.url).render_as_string(hide_password=True)
 
     @contextmanager
-    def write(self) -> Iterator[Session]:
-        """One write transaction: committed on success, rolled back on any exception."""
-        with self._writer() as session, session.begin():
+    def write(self, bulk: bool = False) -> Iterator[Session]:
+        """One write transaction: committed on success, rolled back on any exception.
+
+        ``bulk``: a transaction for ``store.bulk.insert_rows`` of many rows. On SQLite it runs without
+        per-row foreign-key lookups (insert_rows checks its rows' references set-wise) and with a
+        larger page cache; write only through insert_rows and updates in it.
+        """
+        with (self._bulk_writer if bulk else self._writer)() as session, session.begin():
             yield session
 
     @contextmanager
@@ -124,15 +147,22 @@ class Store:
         self.engine.dispose()
 
 
-def open_store(db: str | None = None, *, upgrade: bool = True) -> Store:
+def open_store(db: str | None = None, *, upgrade: bool = True, create: bool = True) -> Store:
     """Open the store at ``db`` (path or URL; default ``CAPSTORE_DB`` or ``./capstore.db``).
 
     With ``upgrade`` (the default for every command) a new or older store is migrated to the
     current schema first; a store written by a newer capstore is refused with a StoreError.
+    ``create=False`` is for commands that read what is there: a missing SQLite file is then an
+    error (a mistyped ``--db``), not a new empty store.
     """
     from capstore.store.migrate import ensure_current
 
     url = resolve_url(db)
+    if not create:
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:") \
+                and not Path(parsed.database).exists():
+            raise StoreError(f"no store at {parsed.database} (check --db or CAPSTORE_DB)")
     engine = create_store_engine(url)
     store = Store(url=url, engine=engine)
     if upgrade:

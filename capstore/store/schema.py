@@ -226,7 +226,9 @@ class Candidate(Base):
     __tablename__ = "candidates"
     __table_args__ = (
         UniqueConstraint("run_id", "item_id", "iteration", "text_sha"),
-        CheckConstraint(f"origin IN {CANDIDATE_ORIGINS}", name="origin"),
+        # OR terms, not IN (...): SQLite checks a literal IN-list through a temporary table per
+        # statement, which slowed bulk candidate writes ~1.7x (migration 0003).
+        CheckConstraint(" OR ".join(f"origin = '{o}'" for o in CANDIDATE_ORIGINS), name="origin"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))

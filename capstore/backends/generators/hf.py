@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, Sequence
 
 from capstore.backends.base import CallContext, Generation
@@ -53,17 +54,20 @@ class HFGenerator:
         keys = [cache_key(p) for p in parts]
         found = get_generations(self.store, keys)
         todo = [i for i, k in enumerate(keys) if k not in found]
-        with timed(self.device) as t:
-            for start in range(0, len(todo), self.batch_size):
-                batch = todo[start : start + self.batch_size]
+        start_wall, device_seconds = time.perf_counter(), 0.0
+        for start in range(0, len(todo), self.batch_size):
+            batch = todo[start : start + self.batch_size]
+            with timed(self.device) as t:  # the model's work only: the cache writes are not device time
                 outs = self._generate([prompts[i] for i in batch], [seeds[i] for i in batch])
-                put_generations(self.store, self.model_id, [(keys[i], parts[i], g) for i, g in zip(batch, outs)])
-                found.update((keys[i], g) for i, g in zip(batch, outs))
+            device_seconds += t.device_seconds
+            put_generations(self.store, self.model_id, [(keys[i], parts[i], g) for i, g in zip(batch, outs)])
+            found.update((keys[i], g) for i, g in zip(batch, outs))
+        wall_seconds = time.perf_counter() - start_wall
         results = [found[k] for k in keys]
         fresh = [results[i] for i in todo]
         record_usage(self.store, run_id=ctx.run_id, stage=ctx.stage or "generate", model_id=self.model_id,
                      device_type=self.device.split(":")[0], device_name=self.device_name,
-                     device_seconds=t.device_seconds if todo else 0.0, wall_seconds=t.wall_seconds,
+                     device_seconds=device_seconds, wall_seconds=wall_seconds,
                      tokens_in=sum(g.tokens_in for g in fresh), tokens_out=sum(g.tokens_out for g in fresh),
                      items=len(prompts), calls=-(-len(todo) // self.batch_size), cached=len(prompts) - len(todo),
                      worker=ctx.worker)
