@@ -155,8 +155,10 @@ def _spy_device_time(monkeypatch, module, put_name: str) -> list[bool]:  # type:
     """Record, for each cache write of ``module``, whether it ran inside the device-time measurement."""
     from contextlib import contextmanager
 
+    from capstore.backends import devices
+
     inside, writes = [False], []
-    real_timed, real_put = module.timed, getattr(module, put_name)
+    real_timed, real_put = devices.timed, getattr(module, put_name)
 
     @contextmanager
     def spy_timed(device):  # type: ignore[no-untyped-def]
@@ -169,7 +171,7 @@ def _spy_device_time(monkeypatch, module, put_name: str) -> list[bool]:  # type:
         writes.append(inside[0])
         return real_put(*args, **kwargs)
 
-    monkeypatch.setattr(module, "timed", spy_timed)
+    monkeypatch.setattr(devices, "timed", spy_timed)  # what every backend's timed_batches measures with
     monkeypatch.setattr(module, put_name, spy_put)
     return writes
 

@@ -9,9 +9,12 @@ from __future__ import annotations
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator, Sequence, TypeVar
 
 from capstore.errors import BackendError
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 
@@ -74,3 +77,20 @@ def timed(device: str) -> Iterator[Timing]:
         if cuda:
             torch.cuda.synchronize(device)
         timing.wall_seconds = timing.device_seconds = time.perf_counter() - start
+
+
+def timed_batches(device: str, todo: Sequence[T], batch_size: int, compute: Callable[[list[T]], Sequence[R]],
+                  keep: Callable[[list[T], Sequence[R]], None]) -> float:
+    """Run ``compute`` over ``todo`` in batches, ``keep`` each batch's results; returns device-seconds.
+
+    Only ``compute`` (the model) is timed: ``keep`` writes to the store, and a lock wait there
+    (SQLite with many workers) must not be billed as device time.
+    """
+    device_seconds = 0.0
+    for start in range(0, len(todo), batch_size):
+        batch = list(todo[start : start + batch_size])
+        with timed(device) as t:
+            results = compute(batch)
+        device_seconds += t.device_seconds
+        keep(batch, results)
+    return device_seconds

@@ -38,9 +38,9 @@ def insert_rows(session: Session, table: Table, columns: Sequence[str], rows: Se
     if not rows:
         return 0
     conn = session.connection()
-    if conn.dialect.name == "sqlite" and not conn.exec_driver_sql("PRAGMA foreign_keys").scalar():
-        check_references(session, table, columns, rows)
     if conn.dialect.name == "sqlite":
+        if not conn.exec_driver_sql("PRAGMA foreign_keys").scalar():
+            check_references(session, table, columns, rows)
         _sqlite_multirow(conn, table, columns, rows)
     else:
         n = len(columns)

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 from capstore.backends.base import CallContext, Generation, ImageRef
 from capstore.backends.cache_keys import cache_key, generation_parts
 from capstore.backends.caching import get_generations, put_generations
-from capstore.backends.devices import device_name, resolve_device, resolve_dtype, timed
+from capstore.backends.devices import device_name, resolve_device, resolve_dtype, timed_batches
 from capstore.backends.models import register_model
 from capstore.backends.registry import BackendSpec
 from capstore.backends.sampling import count_new_tokens, make_sampler
@@ -87,14 +87,15 @@ class HFVisionCaptioner:
         found = get_generations(self.store, keys)
         todo = [i for i, k in enumerate(keys) if k not in found]
         results: dict[str, Generation] = dict(found)
-        start_wall, device_seconds = time.perf_counter(), 0.0
-        for start in range(0, len(todo), self.batch_size):
-            batch = todo[start : start + self.batch_size]
-            with timed(self.device) as t:  # the model's work only: the cache writes are not device time
-                outs = self._caption_batch([images[i] for i in batch], [seeds[i] for i in batch])
-            device_seconds += t.device_seconds
+
+        def keep(batch: list[int], outs: Sequence[Generation]) -> None:
             put_generations(self.store, self.model_id, [(keys[i], parts[i], g) for i, g in zip(batch, outs)])
             results.update((keys[i], g) for i, g in zip(batch, outs))
+
+        start_wall = time.perf_counter()
+        device_seconds = timed_batches(self.device, todo, self.batch_size,
+                                       lambda batch: self._caption_batch([images[i] for i in batch],
+                                                                         [seeds[i] for i in batch]), keep)
         wall_seconds = time.perf_counter() - start_wall
         fresh = [results[keys[i]] for i in todo]
         record_usage(self.store, run_id=ctx.run_id, stage=ctx.stage or "caption", model_id=self.model_id,

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 from capstore.backends.base import CallContext, Generation
 from capstore.backends.cache_keys import cache_key, generation_parts
 from capstore.backends.caching import get_generations, put_generations
-from capstore.backends.devices import device_name, resolve_device, resolve_dtype, timed
+from capstore.backends.devices import device_name, resolve_device, resolve_dtype, timed_batches
 from capstore.backends.models import register_model
 from capstore.backends.registry import BackendSpec, register
 from capstore.backends.sampling import count_new_tokens, make_sampler
@@ -54,14 +54,15 @@ class HFGenerator:
         keys = [cache_key(p) for p in parts]
         found = get_generations(self.store, keys)
         todo = [i for i, k in enumerate(keys) if k not in found]
-        start_wall, device_seconds = time.perf_counter(), 0.0
-        for start in range(0, len(todo), self.batch_size):
-            batch = todo[start : start + self.batch_size]
-            with timed(self.device) as t:  # the model's work only: the cache writes are not device time
-                outs = self._generate([prompts[i] for i in batch], [seeds[i] for i in batch])
-            device_seconds += t.device_seconds
+
+        def keep(batch: list[int], outs: Sequence[Generation]) -> None:
             put_generations(self.store, self.model_id, [(keys[i], parts[i], g) for i, g in zip(batch, outs)])
             found.update((keys[i], g) for i, g in zip(batch, outs))
+
+        start_wall = time.perf_counter()
+        device_seconds = timed_batches(self.device, todo, self.batch_size,
+                                       lambda batch: self._generate([prompts[i] for i in batch],
+                                                                    [seeds[i] for i in batch]), keep)
         wall_seconds = time.perf_counter() - start_wall
         results = [found[k] for k in keys]
         fresh = [results[i] for i in todo]

@@ -49,20 +49,22 @@ class VLLMGenerator:
         keys = [cache_key(p) for p in parts]
         found = get_generations(self.store, keys)
         todo = [i for i, k in enumerate(keys) if k not in found]
-        start = time.perf_counter()
+        start, device_seconds = time.perf_counter(), 0.0
         if todo:
             sampling = [self.vllm.SamplingParams(temperature=self.params["temperature"], top_p=self.params["top_p"],
                                                  max_tokens=self.params["max_new_tokens"], seed=seeds[i]) for i in todo]
             messages = [[{"role": "user", "content": prompts[i]}] for i in todo]
             outs = self.llm.chat(messages, sampling_params=sampling, use_tqdm=False)
+            # vllm's engine synchronises before returning outputs; the cache write below is not device time.
+            device_seconds = time.perf_counter() - start
             fresh = [Generation(text=o.outputs[0].text, tokens_in=len(o.prompt_token_ids),
                                 tokens_out=len(o.outputs[0].token_ids)) for o in outs]
             put_generations(self.store, self.model_id, [(keys[i], parts[i], g) for i, g in zip(todo, fresh)])
             found.update((keys[i], g) for i, g in zip(todo, fresh))
-        wall = time.perf_counter() - start  # vllm's engine synchronises before returning outputs
+        wall = time.perf_counter() - start
         new = [found[keys[i]] for i in todo]
         record_usage(self.store, run_id=ctx.run_id, stage=ctx.stage or "generate", model_id=self.model_id,
-                     device_type="cuda", device_name=self.device_name, device_seconds=wall if todo else 0.0,
+                     device_type="cuda", device_name=self.device_name, device_seconds=device_seconds,
                      wall_seconds=wall, tokens_in=sum(g.tokens_in for g in new), tokens_out=sum(g.tokens_out for g in new),
                      items=len(prompts), calls=1 if todo else 0, cached=len(prompts) - len(todo), worker=ctx.worker)
         return [found[k] for k in keys]

@@ -16,7 +16,7 @@ import numpy as np
 
 from capstore.backends.base import CallContext, ImageRef
 from capstore.backends.caching import get_embeddings, put_embeddings
-from capstore.backends.devices import device_name, resolve_device, resolve_dtype, timed
+from capstore.backends.devices import device_name, resolve_device, resolve_dtype, timed_batches
 from capstore.backends.models import register_model
 from capstore.backends.registry import BackendSpec, register
 from capstore.backends.usage import record_usage
@@ -71,14 +71,13 @@ class OpenClipScorer:
         start = time.perf_counter()
         found = get_embeddings(self.store, self.model_id, kind, shas)
         misses = [s for s in dict.fromkeys(shas) if s not in found]
-        device_seconds = 0.0
-        for i in range(0, len(misses), self.batch_size):
-            batch = misses[i : i + self.batch_size]
-            with timed(self.device) as t:  # the model's work only: the store's writes are not device time
-                vecs = encode([content[s] for s in batch])
-            device_seconds += t.device_seconds
+
+        def keep(batch: list[str], vecs: Sequence[np.ndarray]) -> None:
             put_embeddings(self.store, self.model_id, kind, batch, vecs)
             found.update(zip(batch, vecs))
+
+        device_seconds = timed_batches(self.device, misses, self.batch_size,
+                                       lambda batch: encode([content[s] for s in batch]), keep)
         record_usage(self.store, run_id=ctx.run_id, stage=ctx.stage or f"encode_{kind}", model_id=self.model_id,
                      device_type=self.device.split(":")[0], device_name=self.device_name,
                      device_seconds=device_seconds, wall_seconds=time.perf_counter() - start,
