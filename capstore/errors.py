@@ -15,3 +15,13 @@ class InputError(CapstoreError):
 
 class BackendError(CapstoreError):
     """A model backend cannot be loaded or called (missing extra, no GPU, bad weights)."""
+
+
+def first_line(exc: BaseException, limit: int | None = None, *, named: bool = False) -> str:
+    """The first non-empty line of ``exc``'s message (cut at ``limit``), or its class name when it has none;
+    ``named``: after the class name (``ValueError: bad frame``)."""
+    line = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    line = line[:limit] if limit is not None else line
+    if named:
+        return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
+    return line or type(exc).__name__

@@ -20,8 +20,10 @@ from sqlalchemy import select
 from capstore import __version__
 from capstore.datasets.lookup import find_split
 from capstore.errors import InputError
+from capstore.inputs import check_text, display, read_bytes, read_json
 from capstore.store.content import put_texts
 from capstore.store.engine import Store
+from capstore.store.ids import check_run_id
 from capstore.store.schema import Caption, Item, Run, Text, WorkItem, utcnow
 
 EXTERNAL = "external"
@@ -31,44 +33,33 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read results file {path}: {exc.strerror or exc}") from exc
-
-
 def read_results(path: Path, raw: bytes | None = None) -> list[tuple[str, str]]:
     """(external image id, caption) pairs of a COCO results file; InputError naming the culprit."""
-    if raw is None:
-        raw = _read(path)
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+    data = read_json(path, "results file", raw)
     if not isinstance(data, list):
-        raise InputError(f"{path}: not a COCO results file: expected a JSON list of "
+        raise InputError(f"{display(path)}: not a COCO results file: expected a JSON list of "
                          f'{{"image_id": ..., "caption": ...}} objects, found a {type(data).__name__}')
     if not data:
-        raise InputError(f"{path}: the results file holds no results")
+        raise InputError(f"{display(path)}: the results file holds no results")
     seen: dict[str, int] = {}
     out = []
     for n, entry in enumerate(data):
         for key in ("image_id", "caption"):
             if not isinstance(entry, dict) or key not in entry:
-                raise InputError(f"{path}: entry {n} has no {key!r} (expected {{\"image_id\": ..., \"caption\": ...}})")
+                raise InputError(f"{display(path)}: entry {n} has no {key!r} "
+                                 f"(expected {{\"image_id\": ..., \"caption\": ...}})")
         image_id, caption = entry["image_id"], entry["caption"]
         if isinstance(image_id, bool) or not isinstance(image_id, (int, str)) or str(image_id) == "":
-            raise InputError(f"{path}: entry {n} has image_id {image_id!r}: expected an integer or a string")
+            raise InputError(f"{display(path)}: entry {n} has image_id {image_id!r}: "
+                             "expected an integer or a string")
         if not isinstance(caption, str):
-            raise InputError(f"{path}: entry {n} (image_id {image_id}) has a caption that is not a string")
+            raise InputError(f"{display(path)}: entry {n} (image_id {image_id}) has a caption that is not "
+                             "a string")
         if not caption.strip():
-            raise InputError(f"{path}: entry {n} (image_id {image_id}) has an empty caption")
+            raise InputError(f"{display(path)}: entry {n} (image_id {image_id}) has an empty caption")
         key_id = str(image_id)
         if key_id in seen:
-            raise InputError(f"{path}: image_id {image_id} appears twice (entries {seen[key_id]} and {n})")
+            raise InputError(f"{display(path)}: image_id {image_id} appears twice (entries {seen[key_id]} and {n})")
         seen[key_id] = n
         out.append((key_id, caption))
     return out
@@ -82,7 +73,8 @@ def import_results(store: Store, path: str | Path, dataset: str, label: str, spl
     path = Path(path)
     if not label or not label.strip():
         raise InputError("--label must not be empty: it names the imported run in reports")
-    raw = _read(path)
+    check_text(label, "--label")
+    raw = read_bytes(path, "results file")
     results = read_results(path, raw)
     file_sha = _sha(raw)
     with store.write() as s:
@@ -99,8 +91,8 @@ def import_results(store: Store, path: str | Path, dataset: str, label: str, spl
         unknown = [(n, ext) for n, (ext, _) in enumerate(results) if ext not in items]
         if unknown:
             more = f" (and {len(unknown) - 1} more unknown)" if len(unknown) > 1 else ""
-            raise InputError(f"{path}: image_id {unknown[0][1]} (entry {unknown[0][0]}) is not an item of "
-                             f"{dataset}/{sp.name}{more}")
+            raise InputError(f"{display(path)}: image_id {unknown[0][1]} (entry {unknown[0][0]}) is not an "
+                             f"item of {dataset}/{sp.name}{more}")
         now = utcnow()
         run = Run(method=EXTERNAL, label=label, config=config, config_hash=config_hash, split_id=sp.id,
                   status=EXTERNAL, seed=0, capstore_version=__version__, created_at=now, started_at=now, finished_at=now)
@@ -127,7 +119,7 @@ def export_results(store: Store, run_id: int, path: str | Path) -> int:
     if not path.parent.is_dir():
         raise InputError(f"cannot write {path}: folder {path.parent} does not exist")
     with store.read() as s:
-        if s.get(Run, run_id) is None:
+        if s.get(Run, check_run_id(run_id)) is None:
             raise InputError(f"no run {run_id} in this store (see `capstore runs list`)")
         rows = s.execute(select(Item.external_id, Text.text).join(Caption, Caption.item_id == Item.id)
                          .join(Text, Text.sha256 == Caption.text_sha).where(Caption.run_id == run_id)).all()

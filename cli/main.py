@@ -9,23 +9,52 @@ import click
 
 from capstore import __version__
 from capstore.errors import CapstoreError
+from capstore.inputs import display
+
+
+class OneLineUsageError(click.UsageError):
+    """A usage error (bad option value, missing argument, unknown option) shown as one ``Error:`` line."""
+
+    def show(self, file=None) -> None:  # type: ignore[no-untyped-def]
+        hint = f" (see '{self.ctx.command_path} --help')" if self.ctx is not None else ""
+        click.echo(f"Error: {' '.join(self.format_message().split())}{hint}", file=file, err=True)
+
+
+def _one_line(exc: click.UsageError) -> click.UsageError:
+    if isinstance(exc, (OneLineUsageError, click.exceptions.NoArgsIsHelpError)):
+        return exc  # a group called with nothing prints its help, as click does
+    return OneLineUsageError(exc.format_message(), exc.ctx)
 
 
 class CapstoreGroup(click.Group):
-    """A group that prints CapstoreError as one line and exits 2, with no stack trace."""
+    """A group that prints CapstoreError and usage errors as one line and exits 2, with no stack trace."""
+
+    def make_context(self, *args, **kwargs) -> click.Context:  # type: ignore[no-untyped-def]
+        try:  # the top-level options (--db, --version, an unknown option) are parsed here
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
 
     def invoke(self, ctx: click.Context):  # type: ignore[no-untyped-def]
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:  # each command's own options and arguments
+            raise _one_line(exc) from None
         except CapstoreError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(2)
         except OSError as exc:  # a path the user gave: a folder, a missing directory, no permission
-            click.echo(f"Error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), err=True)
+            name = display(exc.filename) if isinstance(exc.filename, (str, bytes)) else ""
+            click.echo(f"Error: {exc.strerror or exc}: {name}".rstrip(": "), err=True)
             sys.exit(2)
         except UnicodeDecodeError as exc:
             click.echo(f"Error: a file given is not UTF-8 text ({exc.reason} at byte {exc.start})", err=True)
             sys.exit(2)
+        except (KeyboardInterrupt, click.exceptions.Abort):
+            # Ctrl-C outside a run's loop (opening the store, creating a run): nothing is half-written,
+            # since every write is one transaction; exit as a shell expects after SIGINT.
+            click.echo("interrupted", err=True)
+            sys.exit(130)
 
 
 @click.group(cls=CapstoreGroup)
@@ -50,6 +79,8 @@ COMMANDS: list[tuple[str, str]] = [
     ("run", "worker"),
     ("run", "status"),
     ("run", "runs"),
+    ("slurm", "slurm"),
+    ("gc", "gc"),
     ("eval", "eval_"),
     ("results", "import_results"),
     ("results", "export_results"),
@@ -57,6 +88,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("report", "report"),
     ("report", "export"),
     ("demo", "demo"),
+    ("serve", "serve"),
 ]
 
 

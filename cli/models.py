@@ -18,7 +18,7 @@ def models() -> None:
 @click.argument("out_dir", type=click.Path(path_type=Path))
 @click.option("--seed", default=0, show_default=True, help="Seed of the random weights.")
 def tiny(out_dir: Path, seed: int) -> None:
-    """Build tiny random-weight CLIP, Llama, BLIP-2 and LLaVA models into OUT_DIR (no downloads)."""
+    """Build tiny random-weight CLIP, Llama, BLIP-2, LLaVA, X-CLIP and CLAP models into OUT_DIR (no downloads)."""
     from capstore.backends.tiny import build_tiny_models
 
     built = build_tiny_models(out_dir, seed)
@@ -35,7 +35,7 @@ def list_(db: str | None) -> None:
     from capstore.store import open_store
     from capstore.store.schema import Model
 
-    store = open_store(db)
+    store = open_store(db, create=False)
     with store.read() as s:
         for m in s.scalars(select(Model).order_by(Model.id)):
             click.echo(f"{m.id}\t{m.kind}\t{m.backend}\t{m.fingerprint[:12]}\t{m.name}")

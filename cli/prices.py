@@ -19,7 +19,7 @@ def list_(db: str | None) -> None:
     from capstore.prices import list_prices
     from capstore.store import open_store
 
-    for p in list_prices(open_store(db)):
+    for p in list_prices(open_store(db, create=False)):
         click.echo(f"{p.kind}\t{p.key}\t${p.usd:.6g}\t{p.source or ''}")
 
 

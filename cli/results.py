@@ -23,7 +23,7 @@ def import_results(file: Path, dataset: str, split: str | None, label: str, db: 
     from capstore.results_io import import_results as do_import
     from capstore.store import open_store
 
-    run_id, created = do_import(open_store(db), file, dataset, label, split)
+    run_id, created = do_import(open_store(db, create=False), file, dataset, label, split)
     if created:
         click.echo(f"run {run_id}: imported {file} as {label!r}")
     else:

@@ -6,30 +6,30 @@
 -- Needs candidate-scope metric values (`capstore eval` with candidates).
 -- @param metric VARCHAR candidate-scope metric (default: CIDEr)
 -- @param runs INTEGER[] run ids to show, e.g. 1,2,3 (default: every run)
-WITH candidate_metric AS (
-    SELECT c.run_id, c.item_id, c.text_sha, max(m.value) AS value
-    FROM candidates c
-    JOIN metrics m ON m.candidate_id = c.candidate_id
-    WHERE m.scope = 'candidate' AND m.metric = coalesce($metric, 'CIDEr')
-      AND ($runs IS NULL OR list_contains($runs, c.run_id))
-    GROUP BY c.run_id, c.item_id, c.text_sha
+WITH vals AS (  -- the metric of every candidate
+    SELECT v.run_id, v.item_id, v.candidate_id, v.value
+    FROM candidate_values v
+    WHERE v.metric = coalesce($metric, 'CIDEr') AND ($runs IS NULL OR list_contains($runs, v.run_id))
 ),
-per_item AS (
-    SELECT cap.run_id, cap.item_id,
-           max(cm.value) FILTER (WHERE cm.text_sha = cap.text_sha) AS pick,
-           max(cm.value) AS oracle
-    FROM captions cap
-    JOIN candidate_metric cm ON cm.run_id = cap.run_id AND cm.item_id = cap.item_id
+oracle AS (  -- the best candidate of each item
+    SELECT run_id, item_id, max(value) AS oracle
+    FROM vals GROUP BY run_id, item_id
+),
+picked AS (  -- the scorer's pick: the candidates whose text is the caption
+    SELECT cap.run_id, cap.item_id, max(v.value) AS pick
+    FROM store.captions cap
+    JOIN store.candidates c ON c.run_id = cap.run_id AND c.item_id = cap.item_id AND c.text_sha = cap.text_sha
+    JOIN vals v ON v.candidate_id = c.id
+    WHERE $runs IS NULL OR list_contains($runs, cap.run_id)
     GROUP BY cap.run_id, cap.item_id
 )
-SELECT run_id,
+SELECT p.run_id,
        coalesce($metric, 'CIDEr') AS metric,
        count(*) AS items,
-       avg(pick) AS mean_pick,
-       avg(oracle) AS mean_oracle,
-       avg(oracle - pick) AS mean_gap,
-       avg(CASE WHEN pick >= oracle THEN 1.0 ELSE 0.0 END) AS share_pick_is_best
-FROM per_item
-WHERE pick IS NOT NULL
-GROUP BY run_id
-ORDER BY run_id
+       avg(p.pick) AS mean_pick,
+       avg(o.oracle) AS mean_oracle,
+       avg(o.oracle - p.pick) AS mean_gap,
+       avg(CASE WHEN p.pick >= o.oracle THEN 1.0 ELSE 0.0 END) AS share_pick_is_best
+FROM picked p JOIN oracle o ON o.run_id = p.run_id AND o.item_id = p.item_id
+GROUP BY p.run_id
+ORDER BY p.run_id

@@ -5,26 +5,25 @@
 -- there; NULL where no candidate metric was computed), over items_with_metric items.
 -- @param metric VARCHAR candidate-scope metric for the curve (default: CIDEr)
 -- @param runs INTEGER[] run ids to show, e.g. 1,2,3 (default: every run)
-WITH text_metric AS (
-    SELECT c.run_id, c.item_id, c.text_sha, avg(m.value) AS value
-    FROM candidates c
-    JOIN metrics m ON m.candidate_id = c.candidate_id
-    WHERE m.scope = 'candidate' AND m.metric = coalesce($metric, 'CIDEr')
-      AND ($runs IS NULL OR list_contains($runs, c.run_id))
-    GROUP BY c.run_id, c.item_id, c.text_sha
-),
-best AS (
-    SELECT s.run_id, s.item_id, s.iteration, s.best_score, tm.value AS metric_value
-    FROM iterations s
-    LEFT JOIN text_metric tm ON tm.run_id = s.run_id AND tm.item_id = s.item_id
-         AND tm.text_sha = s.best_text_sha
+WITH best AS (  -- each item's best text and score after each iteration
+    SELECT s.run_id, s.item_id, s.iteration, s.best_score, s.best_text_sha
+    FROM store.iteration_states s
     WHERE $runs IS NULL OR list_contains($runs, s.run_id)
 ),
+best_metric AS (  -- the metric of each item's best text at each iteration (mean over the candidates with that text)
+    SELECT b.run_id, b.item_id, b.iteration, avg(m.value) AS value
+    FROM best b
+    JOIN store.candidates c ON c.run_id = b.run_id AND c.item_id = b.item_id AND c.text_sha = b.best_text_sha
+    JOIN candidate_values m ON m.candidate_id = c.id
+    WHERE m.metric = coalesce($metric, 'CIDEr') AND ($runs IS NULL OR list_contains($runs, m.run_id))
+    GROUP BY b.run_id, b.item_id, b.iteration
+),
 curve AS (
-    SELECT run_id, iteration, count(*) AS items, avg(best_score) AS mean_best_score,
-           avg(metric_value) AS mean_metric, count(metric_value) AS items_with_metric
-    FROM best
-    GROUP BY run_id, iteration
+    SELECT b.run_id, b.iteration, count(*) AS items, avg(b.best_score) AS mean_best_score,
+           avg(bm.value) AS mean_metric, count(bm.value) AS items_with_metric
+    FROM best b
+    LEFT JOIN best_metric bm ON bm.run_id = b.run_id AND bm.item_id = b.item_id AND bm.iteration = b.iteration
+    GROUP BY b.run_id, b.iteration
 )
 SELECT run_id,
        iteration,

@@ -13,6 +13,8 @@ from capstore.store import Store, open_store
 
 PG_URL = os.environ.get("CAPSTORE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REPO = Path(__file__).resolve().parents[1]
+# Analysis mirrors of PostgreSQL test stores go to a per-run folder, not the user's cache.
+os.environ.setdefault("CAPSTORE_CACHE_DIR", os.path.join(os.environ.get("TMPDIR", "/tmp"), f"capstore-test-cache-{os.getpid()}"))
 
 
 def shared_dir() -> Path:

@@ -1,7 +1,9 @@
 """A small OpenAI-compatible chat-completions server on 127.0.0.1 for tests, scripted per request.
 
 Behaviours, chosen by the script (one entry consumed per request, the last repeats): ``ok``,
-``429`` (with Retry-After), ``500``, ``hang`` (sleeps past the client's time-out), ``malformed``.
+``429`` (with Retry-After), ``500``, ``hang`` (sleeps past the client's time-out), ``malformed``,
+``length`` (the reply cut by max_tokens: ``finish_reason: "length"``). ``GET /v1/models`` lists
+``models`` (as vLLM's server does: id, root, parent) and is counted in ``model_lists``.
 """
 
 from __future__ import annotations
@@ -14,8 +16,13 @@ from typing import Any
 
 
 class ScriptedServer:
-    def __init__(self, script: list[str], reply: str = "1. a red circle\n2. a blue square") -> None:
+    def __init__(self, script: list[str], reply: str = "1. a red circle\n2. a blue square",
+                 models: list[dict[str, Any]] | None = None) -> None:
         self.script, self.reply = list(script), reply
+        self.models = models if models is not None else [
+            {"id": name, "object": "model", "created": 0, "owned_by": "vllm", "root": f"/weights/{name}", "parent": None}
+            for name in ("test-llm", "gpt-4o")]
+        self.model_lists = 0
         self.requests: list[dict[str, Any]] = []
         self.lock = threading.Lock()
         server = self
@@ -23,6 +30,14 @@ class ScriptedServer:
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args: Any) -> None:
                 pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                with server.lock:
+                    server.model_lists += 1
+                if self.path.rstrip("/").endswith("/models"):
+                    self._send(200, {"object": "list", "data": server.models})
+                else:
+                    self._send(404, {"error": {"message": "not found"}})
 
             def do_POST(self) -> None:  # noqa: N802
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -38,6 +53,8 @@ class ScriptedServer:
                     self._send(200, server._completion(body))
                 elif action == "malformed":
                     self._raw(200, b'{"choices": [ this is not json')
+                elif action == "length":
+                    self._send(200, server._completion(body, "length"))
                 else:
                     self._send(200, server._completion(body))
 
@@ -59,9 +76,9 @@ class ScriptedServer:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
-    def _completion(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _completion(self, body: dict[str, Any], finish: str = "stop") -> dict[str, Any]:
         return {"id": "x", "object": "chat.completion", "created": 0, "model": body.get("model", "m"),
-                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": self.reply}}],
+                "choices": [{"index": 0, "finish_reason": finish, "message": {"role": "assistant", "content": self.reply}}],
                 "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}}
 
     @property

@@ -20,7 +20,8 @@ from capstore.cli.main import cli
 from capstore.datasets import make_demo
 from capstore.prices import set_price
 from capstore.store import Store, open_store
-from capstore.store.schema import Candidate, Caption, MetricValue, Price, Run, UsageEvent
+from capstore.store.schema import (Candidate, CandidateEval, CandidateEvalValue, Caption, MetricValue, Price, Run,
+                                   UsageEvent)
 from tests.conftest import make_pg_url
 from tests.run_helpers import mils_args
 
@@ -73,10 +74,14 @@ def _add_metrics(store: Store, mils: int, small: int, baseline: int) -> None:
         # A newer implementation's CIDEr for the MILS run: the queries show the newest value.
         rows.append(MetricValue(run_id=mils, metric="CIDEr", scope="corpus", subject="corpus", value=0.777,
                                 implementation="test-2"))
-        for cand_id, text_sha in s.execute(select(Candidate.id, Candidate.text_sha).where(Candidate.run_id == mils)):
-            rows.append(MetricValue(run_id=mils, metric="CIDEr", scope="candidate", subject=f"candidate:{cand_id}",
-                                    candidate_id=cand_id, value=text_metric(text_sha), implementation="test-1"))
         s.add_all(rows)
+        # Candidate CIDEr as `eval --candidates` writes it: one evaluation, typed values (migration 0006).
+        evaluation = CandidateEval(run_id=mils, cider_implementation="test-1")
+        s.add(evaluation)
+        s.flush()
+        s.add_all([CandidateEvalValue(eval_id=evaluation.id, candidate_id=cand_id, cider=text_metric(text_sha))
+                   for cand_id, text_sha in s.execute(select(Candidate.id, Candidate.text_sha)
+                                                      .where(Candidate.run_id == mils))])
 
 
 def _add_priced_usage(store: Store, mils: int, baseline: int) -> None:

@@ -9,8 +9,8 @@ from sqlalchemy import func, select
 from capstore.analysis.duckdb_store import connect, libpq_dsn, open_for_reading
 from capstore.analysis.queries import run_query
 from capstore.errors import InputError, StoreError
-from capstore.store.schema import (Candidate, Caption, IterationState, Item, MetricValue, Price, Reference, Text,
-                                   UsageEvent, WorkItem)
+from capstore.store.schema import (Candidate, CandidateEval, CandidateEvalValue, Caption, IterationState, Item,
+                                   MetricValue, Price, Reference, Text, UsageEvent, WorkItem)
 from tests.test_analysis_fixtures import AnalysisStore, analysis_store, expected_costs  # noqa: F401
 
 
@@ -57,6 +57,8 @@ def test_iterations_work_metrics_refs_views(analysis_store: AnalysisStore) -> No
             .where(IterationState.run_id == a.mils))}
         stopped = s.scalars(select(WorkItem.stopped_early_at).where(WorkItem.run_id == a.small_pool)).all()
         n_metrics = s.scalar(select(func.count()).select_from(MetricValue).where(MetricValue.run_id == a.mils))
+        n_metrics += s.scalar(select(func.count()).select_from(CandidateEvalValue).join(
+            CandidateEval, CandidateEval.id == CandidateEvalValue.eval_id).where(CandidateEval.run_id == a.mils))
         n_refs = s.scalar(select(func.count()).select_from(Reference))
     got = _rows(a, "SELECT item_id, iteration, best_score, kept FROM iterations WHERE run_id = $r", r=a.mils)
     assert {(r["item_id"], r["iteration"]): r["best_score"] for r in got} == pytest.approx(states)
@@ -128,8 +130,14 @@ def test_the_attachment_itself_refuses_writes(analysis_store: AnalysisStore) -> 
 def test_user_sql_cannot_touch_files(analysis_store: AnalysisStore, tmp_path) -> None:  # type: ignore[no-untyped-def]
     secret = tmp_path / "secret.csv"
     secret.write_text("a\n1\n")
-    with pytest.raises(InputError, match="disabled by configuration"):
+    with pytest.raises(InputError, match="refusing table function read_csv"):  # the statement check
         run_query(analysis_store.store, f"SELECT * FROM read_csv('{secret}')")
+    con = connect(analysis_store.store)  # and, past it, the connection itself
+    try:
+        with pytest.raises(duckdb.Error, match="disabled by configuration"):
+            con.execute(f"SELECT * FROM read_csv('{secret}')")
+    finally:
+        con.close()
 
 
 def test_reading_while_a_writer_holds_a_transaction(demo_store) -> None:  # type: ignore[no-untyped-def]

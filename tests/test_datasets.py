@@ -136,6 +136,7 @@ def test_missing_images_need_the_flag(store, coco_dir: Path) -> None:  # type: i
 
 
 def test_unknown_dataset_is_one_line(db_url: str) -> None:
+    assert CliRunner().invoke(cli, ["db", "upgrade", "--db", db_url]).exit_code == 0  # show reads a store that exists
     result = CliRunner().invoke(cli, ["dataset", "show", "nope", "--db", db_url])
     assert result.exit_code == 2 and result.output.startswith("Error: unknown dataset 'nope'")
 

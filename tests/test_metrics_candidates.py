@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from capstore.cli.main import cli
 from capstore.metrics import evaluate_run
 from capstore.metrics.names import reference_implementation
+from capstore.metrics.store_values import stored_candidate_values
 from capstore.store.engine import Store
 from capstore.store.schema import Candidate, Caption, MetricValue, Reference, Text
 from tests.run_helpers import mils_args
@@ -35,7 +36,9 @@ def mils_run(demo_store: Store, tiny_models, tmp_path: Path) -> int:  # type: ig
 
 
 def _values(store: Store, run_id: int, scope: str) -> dict[tuple[str, int], float]:
-    key = MetricValue.candidate_id if scope == "candidate" else MetricValue.item_id
+    if scope == "candidate":  # typed columns of candidate_eval_values (migration 0006)
+        return {k: v for k, (v, _) in stored_candidate_values(store, run_id).items()}
+    key = MetricValue.item_id
     with store.read() as s:
         return {(m, k): v for m, k, v in s.execute(select(MetricValue.metric, key, MetricValue.value)
                                                   .where(MetricValue.run_id == run_id, MetricValue.scope == scope))}
@@ -82,14 +85,13 @@ def test_candidate_metrics_equal_pycocoevalcap(demo_store: Store, mils_run: int,
         assert cand_values[("CIDEr", chosen[item][0])] == pytest.approx(cider[k], abs=1e-12)
     assert max(cider) > 0
 
-    with demo_store.read() as s:
-        impls = set(s.scalars(select(MetricValue.implementation).where(MetricValue.scope == "candidate")))
+    impls = {impl for _, impl in stored_candidate_values(demo_store, mils_run).values()}
     assert impls == {reference_implementation("Bleu_4"), reference_implementation("CIDEr")}
 
     def no_tokenizer(*_a: object) -> list[str]:
         raise AssertionError("recomputed")
 
-    monkeypatch.setattr("capstore.metrics.evaluate.ptb_tokenize", no_tokenizer)
+    monkeypatch.setattr("capstore.metrics.text_tokens.ptb_tokenize", no_tokenizer)
     again = evaluate_run(demo_store, mils_run, candidates=True, clip_scorer=None, progress=False)
     assert again.from_store and again.candidates == n_candidates
 
@@ -103,18 +105,33 @@ def test_new_candidates_are_scored_on_the_next_eval(demo_store: Store, mils_run:
     assert not result.from_store and "candidates" in result.computed
     with demo_store.read() as s:
         n = s.scalar(select(func.count()).select_from(Candidate).where(Candidate.run_id == mils_run))
-        stored = s.scalar(select(func.count()).select_from(MetricValue).where(MetricValue.scope == "candidate"))
-    assert result.candidates == n and stored == 2 * n
+        legacy = s.scalar(select(func.count()).select_from(MetricValue).where(MetricValue.scope == "candidate"))
+    stored = stored_candidate_values(demo_store, mils_run)
+    assert result.candidates == n and len(stored) == 2 * n and legacy == 0
 
 
-def test_parallel_scoring_equals_serial(monkeypatch: pytest.MonkeyPatch) -> None:
-    from capstore.metrics import candidates
+def test_batches_of_items_give_the_values_of_one_query(demo_store: Store, mils_run: int) -> None:
+    """eval scores candidates a few hundred items at a time; document frequencies stay the run's."""
+    from capstore.metrics.duckdb_metrics import MetricSession
+    from capstore.metrics.store_values import load_inputs
 
-    refs = {1: ["a red circle on a blue sky", "one red circle"], 2: ["two green squares", "green squares at sea"],
-            3: ["a white triangle at night"]}
-    pairs = [(1, "a red circle"), (2, "two green squares at sea"), (3, "a triangle"), (1, "green squares"),
-             (2, "two green squares"), (3, "a white triangle at night"), (1, "a red circle")]
-    serial = candidates.score_pairs(pairs, refs, workers=1)
-    monkeypatch.setattr(candidates, "PARALLEL_FROM", 1)
-    assert candidates.score_pairs(pairs, refs, workers=4) == serial
-    assert serial[1][5] > serial[1][2] and serial[0][5] == pytest.approx(1.0)
+    inputs = load_inputs(demo_store, mils_run)
+    items = [inputs.external[i] for i in inputs.with_refs]
+    session = MetricSession.open(demo_store, inputs, inputs.with_refs, candidates=True)
+    try:
+        whole = {r["candidate_id"]: r for t in session.candidate_metrics(mils_run, items, batch=100) for r in t.to_pylist()}
+        parts = {r["candidate_id"]: r for t in session.candidate_metrics(mils_run, items, batch=2) for r in t.to_pylist()}
+        from capstore.analysis.queries import load_query
+
+        alone = session.con.execute(load_query("candidate_metrics").text,  # one image, its own frequencies
+                                    {"run": mils_run, "items": items[:1], "df": "subset"}).to_arrow_table()
+        first = {r["candidate_id"]: r for r in alone.to_pylist()}
+    finally:
+        session.close()
+    assert whole.keys() == parts.keys() and len(whole) > 6 * 5
+    for cid, row in whole.items():
+        for metric in ("bleu_1", "bleu_2", "bleu_3", "bleu_4", "cider"):
+            assert parts[cid][metric] == pytest.approx(row[metric], abs=1e-12), (cid, metric)
+    assert set(first) < set(whole)
+    assert all(first[c]["cider"] == 0 for c in first) and any(whole[c]["cider"] > 0 for c in first)  # log(1) = 0
+    assert all(first[c]["bleu_4"] == pytest.approx(whole[c]["bleu_4"]) for c in first)  # BLEU has no corpus part

@@ -33,8 +33,11 @@ pytestmark = pytest.mark.skipif(shutil.which("java") is None, reason="Java not f
 class FakeMeteor:
     """METEOR's stand-in: a value per image from the caption's length, no JVM."""
 
-    def result(self, gts: dict[Any, list[str]], res: dict[Any, list[str]]) -> tuple[float, list[float]]:
-        per = [len(res[k][0].split()) / 10 for k in gts]
+    def start(self, gts: dict[Any, list[str]], res: dict[Any, list[str]]) -> None:
+        self.gts, self.res = gts, res
+
+    def result(self) -> tuple[float, list[float]]:
+        per = [len(self.res[k][0].split()) / 10 for k in self.gts]
         return sum(per) / len(per), per
 
     def close(self) -> None:
@@ -77,7 +80,7 @@ def test_unchanged_run_is_served_changed_captions_recompute(store: Store, demo_r
         raise AssertionError("recomputed")
 
     with monkeypatch.context() as m:
-        m.setattr("capstore.metrics.evaluate.ptb_tokenize", no_tokenizer)
+        m.setattr("capstore.metrics.text_tokens.ptb_tokenize", no_tokenizer)
         again = evaluate_run(store, demo_run, clip_scorer=None, progress=False)
     assert again.from_store and again.corpus == first.corpus and _rows(store, demo_run) == rows
 

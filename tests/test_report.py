@@ -31,7 +31,7 @@ def test_report_has_the_table_and_three_plots(analysis_store: AnalysisStore, tmp
     assert path == tmp_path / "rep" / "report.md"
     assert "| run | method | captions | BLEU-4 | METEOR | ROUGE-L | CIDEr | SPICE | CLIPScore | dollars |" in text
     mils_row = next(line for line in text.splitlines() if line.startswith(f"| mils #{a.mils} |"))
-    assert "| 0.777 |" in mils_row  # the newest CIDEr, 4 significant digits
+    assert "| 0.7770 |" in mils_row  # the newest CIDEr, 4 decimals
     for name in PLOTS:
         assert f"]({name})" in text
         width, height = _png_size(tmp_path / "rep" / name)
@@ -63,6 +63,7 @@ def test_report_on_runs_without_metrics_or_cost(demo_store, tmp_path: Path) -> N
     text = (tmp_path / "r" / "report.md").read_text()
     assert "_Skipped: no corpus metric values for these runs" in text
     assert text.count("_Skipped") == 3 and not list((tmp_path / "r").glob("*.png"))
+    assert "| fake #1 | fake | 2 | run `capstore eval 1` | – |" in text  # says how to fill the empty row
 
 
 def test_unknown_run_is_an_error_and_writes_nothing(analysis_store: AnalysisStore, tmp_path: Path) -> None:
@@ -92,3 +93,51 @@ def test_export_parquet_writes_the_runs_rows(analysis_store: AnalysisStore, tmp_
     assert tables["refs"].num_rows == 5 * len(items)
     assert set(tables["metrics"].column("run_id").to_pylist()) == {a.mils, a.baseline}
     assert export_parquet(a.store, [a.small_pool], tmp_path / "one")[0].name == "runs.parquet"
+
+
+def test_numbers_are_fixed_point_with_one_format_per_column() -> None:
+    """Metrics always to 4 decimals (a BLEU-4 of 5.688e-18 is 0.0000); other number columns in fixed point
+    with as many decimals as their smallest value needs, the same for every row."""
+    from capstore.analysis.report import markdown_table
+
+    table = markdown_table(["run", "BLEU-4", "CIDEr", "device-hours", "captions"],
+                           [["a", 5.688e-18, 1.0, 0.00002, 24], ["b", 0.5, 0.12345, 0.0123, 3]])
+    assert "| a | 0.0000 | 1.0000 | 0.000020 | 24 |" in table
+    assert "| b | 0.5000 | 0.1235 | 0.012300 | 3 |" in table
+
+
+def test_report_has_no_scientific_notation(analysis_store: AnalysisStore, tmp_path: Path) -> None:
+    import re
+
+    a = analysis_store
+    text = write_report(a.store, [a.mils, a.small_pool, a.baseline], tmp_path / "rep", about="About these runs.").read_text()
+    assert "About these runs." in text.split("## Runs")[0]
+    assert not re.search(r"\d[eE][-+]\d", text)
+    assert "## MILS per iteration" in text and "## Early stop" in text  # the small-pool run stops early
+
+
+def test_point_labels_do_not_overlap() -> None:
+    """Runs with nearly the same cost and quality still get readable labels: no two labels (nor a label
+    and a point) overlap, and every label stays inside the plot."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from capstore.analysis.plots import place_labels
+
+    fig = Figure(figsize=(6.4, 4.4), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    points = [("demo-mils", 0.0092, 6.47), ("demo-hybrid", 0.0090, 6.41), ("demo-llava", 0.00084, 7.27),
+              ("demo-blip2", 0.00086, 7.25), ("a-long-run-name #12", 0.0091, 6.45)]
+    for _, x, y in points:
+        ax.scatter([x], [y])
+    ax.set_xscale("log")
+    ax.set_xlim(0.0002, 0.03)
+    ax.margins(y=0.2)
+    fig.tight_layout()
+    boxes = place_labels(ax, points)
+    inside = ax.get_window_extent(fig.canvas.get_renderer())
+    assert len(boxes) == len(points)
+    for i, box in enumerate(boxes):
+        assert inside.contains(box.x0, box.y0) and inside.contains(box.x1, box.y1)
+        assert not any(box.overlaps(other) for other in boxes[i + 1 :])

@@ -9,9 +9,9 @@ from capstore.cli.main import cli
 from capstore.store.schema import Candidate, Caption, ErrorEvent, ImageBlob, Item, UsageEvent, WorkItem
 
 
-def _run(args: list[str], db: str) -> str:
+def _run(args: list[str], db: str, exit_code: int = 0) -> str:
     result = CliRunner().invoke(cli, [*args, "--db", db, "--quiet"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == exit_code, result.output
     return result.output
 
 
@@ -58,8 +58,9 @@ def test_corrupt_image_fails_its_item_only(demo_store) -> None:  # type: ignore[
     with demo_store.write() as s:
         sha = s.scalar(select(Item.image_sha).where(Item.external_id == "demo-01"))
         s.get(ImageBlob, sha).data = b"garbage bytes"
-    out = _run(["run", "--method", "fake", "--captioner", "fake:echo", "--limit", "3"], db)
+    out = _run(["run", "--method", "fake", "--captioner", "fake:echo", "--limit", "3"], db, exit_code=1)
     assert "2/3 items done, 1 failed" in out
+    assert "1 of 3 items failed; first error: item demo-01, load_image: corrupt_image: image" in out
     with demo_store.read() as s:
         (kind, message) = s.execute(select(ErrorEvent.kind, ErrorEvent.message)).one()
         assert kind == "corrupt_image" and sha[:12] in message

@@ -14,9 +14,9 @@ from capstore.store.schema import Candidate, Caption, ErrorEvent, IterationState
 from tests.run_helpers import mils_args, snapshot
 
 
-def _run(args: list[str], db: str) -> str:
+def _run(args: list[str], db: str, exit_code: int = 0) -> str:
     result = CliRunner().invoke(cli, [*args, "--db", db])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == exit_code, result.output
     return result.output
 
 
@@ -56,8 +56,11 @@ def test_extend_iterations_reuses_the_first_ones(demo_store, tiny_models, tmp_pa
     _run(mils_args(tmp_path, tiny_models.specs["scorer"], iterations=2, extra=("--limit", "4")), db)
     with demo_store.read() as s:
         before = s.scalar(select(func.max(Candidate.id)))
+        first_finish = s.get(Run, 1).finished_at
     out = _run(["resume", "1", "--iterations", "4", "--quiet"], db)
     assert "4/4 items done" in out
+    with demo_store.read() as s:
+        assert s.get(Run, 1).finished_at > first_finish  # the extended run finished again, later
     _run(mils_args(tmp_path, tiny_models.specs["scorer"], iterations=4, extra=("--limit", "4")), db)  # run 2, fresh
     assert snapshot(demo_store, 1) == snapshot(demo_store, 2)
     with demo_store.read() as s:
@@ -100,8 +103,9 @@ def test_garbage_generator_output_is_recorded_and_the_run_goes_on(demo_store, ti
 def test_failing_generator_fails_items_after_three_attempts(demo_store, tiny_models, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     db = str(demo_store.url).replace("sqlite:///", "")
     out = _run(mils_args(tmp_path, tiny_models.specs["scorer"], generator="fake:fail", iterations=2,
-                         extra=("--limit", "2")), db)
-    assert "failed" in out
+                         extra=("--limit", "2")), db, exit_code=1)  # a run with failed items exits 1
+    assert "run 1: failed" in out
+    assert "2 of 2 items failed; first error: item demo-00, generate: http_500: http_500 after 5 attempt(s)" in out
     with demo_store.read() as s:
         assert s.scalars(select(WorkItem.status)).all() == ["failed", "failed"]
         assert s.scalar(select(func.count()).select_from(ErrorEvent).where(ErrorEvent.kind == "http_500")) == 6
@@ -130,7 +134,7 @@ def test_bad_run_input_is_one_line_before_any_work(demo_store, tmp_path: Path) -
         (["run", "--method", "nope"], "unknown method 'nope'"),
         (["run", "--method", "mils", "--scorer", "open_clip:x", "--generator", "zz:y"], "unknown backend 'zz'"),
         (["run", "--method", "mils", "--scorer", "open_clip:x", "--generator", "hf:y", "--pool", "missing.txt",
-          "--prompt", str(good_prompt)], "pool file missing.txt does not exist"),
+          "--prompt", str(good_prompt)], "cannot read pool file missing.txt"),
         (["run", "--method", "mils", "--scorer", "open_clip:x", "--generator", "hf:y", "--pool", str(bad_prompt),
           "--prompt", str(bad_prompt)], "has no {descriptions} placeholder"),
         (["run", "--method", "blip2", "--captioner", "blip2:x", "--dataset", "nope"], "unknown dataset 'nope'"),

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from capstore.datasets import make_demo
 from capstore.runs import RunConfig, create_run
 from capstore.store import open_store
-from capstore.store.schema import Caption, Candidate, IterationState, UsageEvent, WorkItem
+from capstore.store.schema import Caption, Candidate, IterationState, Run, TextSet, UsageEvent, WorkItem
 from tests.run_helpers import assert_same_results, mils_args, snapshot
 
 CLI = [sys.executable, "-m", "capstore.cli.main"]
@@ -60,9 +60,9 @@ def _kill_after(cmd: list[str], db: str, steps: int, timeout: float = 120) -> No
     proc.wait()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def reference(tmp_path_factory, tiny_models):  # type: ignore[no-untyped-def]
-    """An uninterrupted run in a store of its own (no shared caches)."""
+    """An uninterrupted run in a store of its own (no shared caches), made once for the module."""
     folder = tmp_path_factory.mktemp("reference")
     db = str(folder / "ref.db")
     make_demo(open_store(db))
@@ -90,6 +90,25 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path, tiny_models, r
     assert_same_results(snapshot(store, 1), reference)
 
 
+def test_sigkill_then_a_worker_takes_over_without_resume(tmp_path: Path, tiny_models, reference,  # type: ignore[no-untyped-def]
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """No `resume`: a plain `capstore worker` finds the dead process's items leased, waits for the
+    leases (2 s, renewed by the dead process's heartbeat until the kill) to run out, takes them over
+    and finishes the run exactly as an uninterrupted one."""
+    monkeypatch.setenv("CAPSTORE_LEASE_SECONDS", "2")  # both processes inherit it
+    db = str(tmp_path / "store.db")
+    make_demo(open_store(db))
+    _kill_after([*CLI, *_args(tmp_path, tiny_models.specs["scorer"], db)], db, 4 * (ITERATIONS + 1) + 1)
+    store = open_store(db)
+    with store.read() as s:
+        assert s.scalar(select(func.count()).select_from(WorkItem).where(WorkItem.status == "leased")) > 0
+    taken = subprocess.run([*CLI, "worker", "1", "--quiet", "--db", db], capture_output=True, text=True, timeout=300)
+    assert taken.returncode == 0, taken.stderr
+    assert f"{N_ITEMS}/{N_ITEMS} items done" in taken.stdout
+    assert_same_results(snapshot(store, 1), reference)
+    store.dispose()
+
+
 def _worker_run(db: str, tmp_path: Path, scorer: str, workers: int) -> None:
     from capstore.methods.demo_assets import write_demo_assets
 
@@ -111,6 +130,11 @@ def _worker_run(db: str, tmp_path: Path, scorer: str, workers: int) -> None:
         assert {n for _, n in per_item} == {3}
         workers_seen = s.scalar(select(func.count(func.distinct(UsageEvent.worker))).where(UsageEvent.stage == "generate"))
         assert workers_seen >= 2, "the work was shared"
+        # The pool was encoded once for the store: one worker computed it, the others read the cache.
+        pool = s.execute(select(UsageEvent.items, UsageEvent.cached, UsageEvent.calls)
+                         .where(UsageEvent.stage == "encode_pool")).all()
+        pool_size = s.scalar(select(TextSet.size).where(TextSet.sha256 == s.get(Run, run_id).config["pool_sha"]))
+        assert sum(e.items - e.cached for e in pool) == pool_size and [e.calls > 0 for e in pool].count(True) == 1
     store.dispose()
 
 

@@ -38,6 +38,14 @@ def test_inline_query_as_a_table(analysis_store: AnalysisStore) -> None:
     assert [line.split()[1] for line in lines[2:-1]] == ["mils", "mils", "fake"]
 
 
+def test_columns_of_the_same_name_both_keep_their_values(analysis_store: AnalysisStore) -> None:
+    a = analysis_store
+    statement = "SELECT 1 AS a, 2 AS a, 'x' AS b"
+    assert ok(sql(a, statement, "--format", "csv")).splitlines() == ["a,a,b", "1,2,x"]
+    assert ok(sql(a, statement)).strip().splitlines()[2].split() == ["1", "2", "x"]
+    assert run_query(a.store, statement) == (["a", "a", "b"], [(1, 2, "x")])
+
+
 def test_query_file_by_name_with_params_as_csv_and_json(analysis_store: AnalysisStore) -> None:
     a = analysis_store
     runs = f"{a.mils},{a.baseline}"

@@ -17,6 +17,8 @@ from capstore.store.schema import Base
 
 def test_upgrade_from_empty_and_current(db_url: str) -> None:
     runner = CliRunner()
+    if "://" not in db_url:  # `db current` reads: a missing file is refused (a mistyped --db), an empty one is empty
+        open(db_url, "wb").close()
     before = runner.invoke(cli, ["db", "current", "--db", db_url])
     assert before.exit_code == 0 and "(empty)" in before.output
     up = runner.invoke(cli, ["db", "upgrade", "--db", db_url])

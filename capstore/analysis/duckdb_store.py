@@ -1,18 +1,26 @@
 """The store seen through DuckDB, read-only, with the friendly views ready.
 
-How: an in-memory DuckDB loads ``sqlite_scanner`` or ``postgres_scanner`` from its pip package
-(``duckdb_extension_*``; autoinstall/autoload are switched off so nothing is ever downloaded) and
-attaches the store as catalog ``capstore_db`` with ``READ_ONLY``. PostgreSQL sessions are also
-opened with ``default_transaction_read_only=on``, and the store's schema (its ``search_path``,
-e.g. a per-test schema) is the one attached. Schema ``store`` holds one pass-through view per
-physical table (``store.candidates``, ``store."references"``…), the same on both databases; the
-friendly views (``capstore.analysis.views``) sit in the default schema. Finally file access and the
-configuration are locked, so a user's statement can neither read nor write files nor undo this.
+How: an in-memory DuckDB attaches the store's analysis mirror (``capstore.analysis.mirror``: a
+columnar DuckDB copy of the store's tables, synced incrementally first) read-only as catalog
+``analysis``; schema ``store`` holds one view per physical table (``store.candidates``,
+``store."references"``…) over it, the same on both databases, and the friendly views
+(``capstore.analysis.views``) sit in the default schema. The store itself is attached too, read-only
+through ``sqlite_scanner`` or ``postgres_scanner`` (loaded from their pip packages
+``duckdb_extension_*``; autoinstall/autoload are off so nothing is ever downloaded), for the tables
+the mirror leaves out (embedding, score and generation caches, image blobs), and for everything with
+``analysis="off"`` or when the mirror cannot be synced now. PostgreSQL sessions are opened with
+``default_transaction_read_only=on`` on the store's schema (its ``search_path``, e.g. a per-test
+schema); with a reader role configured (``CAPSTORE_READER_ROLE``, see ``reader_role``) the scanner
+logs in as that role, which can only SELECT the store's tables. Finally file access, Python
+replacement scans and the configuration are locked, so a user's statement can neither read nor
+write files, nor reach Python objects, nor undo this. (What a statement may call at all is decided
+before, on its parse tree: ``sql_guard``.)
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,6 +33,8 @@ from capstore.store.engine import Store, open_store
 
 if TYPE_CHECKING:
     import duckdb
+
+    from capstore.analysis.mirror import MirrorInfo
 
 CATALOG = "capstore_db"
 EXTENSIONS = {"sqlite": "sqlite_scanner", "postgresql": "postgres_scanner"}
@@ -44,28 +54,55 @@ def open_for_reading(db: str | None) -> Store:
     return store
 
 
-def connect(store: Store, *, lock: bool = True) -> "duckdb.DuckDBPyConnection":
-    """An in-memory DuckDB connection with ``store`` attached read-only and the friendly views made.
+def connect(store: Store, *, lock: bool = True, reader_role: str | None = None, analysis: str | None = None,
+            passthrough: bool = True) -> "duckdb.DuckDBPyConnection":
+    """An in-memory DuckDB connection over ``store``'s analysis mirror (synced first), views made.
 
-    ``lock`` (default) then disables file access and locks the configuration: right for running a
-    user's SQL; pass ``lock=False`` to keep DuckDB's file functions (``COPY … TO``) in a notebook.
+    ``lock`` (default) then disables file access and Python replacement scans and locks the
+    configuration: right for running a user's SQL; pass ``lock=False`` to keep DuckDB's file
+    functions (``COPY … TO``) and pandas frames in a notebook. ``reader_role`` (default
+    ``$CAPSTORE_READER_ROLE``; PostgreSQL only): the role the scanner logs in as, checked first to
+    be able to do nothing but read. ``analysis``: the mirror file (default beside a SQLite store or in
+    the user's cache folder, ``$CAPSTORE_ANALYSIS``), or ``"off"`` to read the store directly.
+    ``passthrough=False`` skips attaching the store for the tables the mirror leaves out.
     """
+    return open_analysis(store, lock=lock, reader_role=reader_role, analysis=analysis, passthrough=passthrough)[0]
+
+
+def open_analysis(store: Store, *, lock: bool = True, reader_role: str | None = None, analysis: str | None = None,
+                  passthrough: bool = True) -> tuple["duckdb.DuckDBPyConnection", "MirrorInfo"]:
+    """``connect``, and where the rows come from (``MirrorInfo``: the mirror's path and sync, or a note
+    saying the store is read directly)."""
     import duckdb
 
+    from capstore.analysis.mirror import MirrorBusy, MirrorInfo, attach_for_reading, mirror_path
+
+    role = _reader_role(store, reader_role)
     con = duckdb.connect(":memory:")
     try:
         con.execute("SET autoinstall_known_extensions = false")
         con.execute("SET autoload_known_extensions = false")
         con.execute("SET TimeZone = 'UTC'")
-        schema = _attach(con, store)
-        _make_views(con, schema)
+        path = mirror_path(store, analysis)
+        info = MirrorInfo(None)
+        if path is not None:
+            try:
+                info = attach_for_reading(con, store, path)
+            except MirrorBusy as exc:
+                info = MirrorInfo(None, note=f"{exc}; reading the store directly (slower)")
+        schema = _attach(con, store, role) if info.path is None or passthrough else None
+        _make_views(con, schema, (info.columns or {}) if info.path is not None else None)
         if lock:
             con.execute("SET enable_external_access = false")
+            con.execute("SET python_enable_replacements = false")
             con.execute("SET lock_configuration = true")
     except duckdb.Error as exc:
         con.close()
         raise StoreError(f"cannot open store {store.display_url} in DuckDB: {_first_line(exc)}") from exc
-    return con
+    except BaseException:
+        con.close()
+        raise
+    return con, info
 
 
 def extension_path(name: str) -> Path:
@@ -84,7 +121,18 @@ def extension_path(name: str) -> Path:
     return path
 
 
-def _attach(con: "duckdb.DuckDBPyConnection", store: Store) -> str:
+def _reader_role(store: Store, given: str | None) -> str | None:
+    """The reader role to log in as (PostgreSQL), verified; None on SQLite or when none is set."""
+    from capstore.analysis.reader_role import READER_ROLE_ENV, check_reader_role, validate_role_name
+
+    name = given if given is not None else os.environ.get(READER_ROLE_ENV, "")
+    if not name or store.dialect != "postgresql":
+        return None
+    check_reader_role(store, validate_role_name(name), pg_schema(store))
+    return name
+
+
+def _attach(con: "duckdb.DuckDBPyConnection", store: Store, role: str | None = None) -> str:
     """Attach ``store`` read-only as ``CATALOG``; returns the schema holding its tables."""
     dialect = store.dialect
     if dialect not in EXTENSIONS:
@@ -94,21 +142,24 @@ def _attach(con: "duckdb.DuckDBPyConnection", store: Store) -> str:
         database = make_url(store.url).database
         con.execute(f"ATTACH {_literal(str(database))} AS {CATALOG} (TYPE sqlite, READ_ONLY)")
         return "main"
-    schema = _pg_schema(store)
-    con.execute(f"ATTACH {_literal(libpq_dsn(store.url))} AS {CATALOG} "
+    schema = pg_schema(store)
+    con.execute(f"ATTACH {_literal(libpq_dsn(store.url, role))} AS {CATALOG} "
                 f"(TYPE postgres, READ_ONLY, SCHEMA {_literal(schema)})")
     return schema
 
 
-def libpq_dsn(url: str) -> str:
+def libpq_dsn(url: str, role: str | None = None) -> str:
     """A SQLAlchemy PostgreSQL URL as a libpq connection string, its sessions read-only.
 
     URL query parameters (``options``, ``sslmode``…) are libpq parameters already and pass through.
+    ``role``: log in as that role instead of the URL's user, without the user's password (libpq
+    finds the role's own in ``~/.pgpass`` or ``PGPASSWORD``, or the server trusts it).
     """
     parsed = make_url(url)
     params: dict[str, str] = {}
-    for key, value in (("host", parsed.host), ("port", parsed.port), ("user", parsed.username),
-                       ("password", parsed.password), ("dbname", parsed.database)):
+    user, password = (role, None) if role else (parsed.username, parsed.password)
+    for key, value in (("host", parsed.host), ("port", parsed.port), ("user", user),
+                       ("password", password), ("dbname", parsed.database)):
         if value is not None:
             params[key] = str(value)
     for key, value in parsed.query.items():
@@ -117,7 +168,7 @@ def libpq_dsn(url: str) -> str:
     return " ".join(f"{k}={_libpq_quote(v)}" for k, v in params.items())
 
 
-def _pg_schema(store: Store) -> str:
+def pg_schema(store: Store) -> str:
     """The schema the store's tables live in: the first of its ``search_path`` that exists."""
     with store.engine.connect() as conn:
         schema = conn.execute(text("SELECT current_schema()")).scalar()
@@ -126,14 +177,36 @@ def _pg_schema(store: Store) -> str:
     return str(schema)
 
 
-def _make_views(con: "duckdb.DuckDBPyConnection", schema: str) -> None:
-    tables = [row[0] for row in con.execute(
-        "SELECT table_name FROM duckdb_tables() WHERE database_name = ? AND schema_name = ? ORDER BY 1",
-        [CATALOG, schema]).fetchall()]
+def _make_views(con: "duckdb.DuckDBPyConnection", schema: str | None,
+                mirrored: dict[str, list[str]] | None) -> None:
+    """``store.<table>`` for every physical table (from the mirror where it holds the table, else from
+    the attached store), the token view's source, then the friendly views."""
+    from capstore.analysis.mirror import MIRROR_CATALOG, direct_derived_views, mirror_columns, mirror_views
+
     con.execute("CREATE SCHEMA store")
-    for table in tables:
-        name = _ident(table)
-        con.execute(f"CREATE VIEW store.{name} AS SELECT * FROM {CATALOG}.{_ident(schema)}.{name}")
+    con.execute("CREATE SCHEMA derived")
+    covered: set[str] = set()
+    if mirrored is not None:
+        columns = mirrored or mirror_columns(con)
+        mirror_views(con, columns)
+        covered = set(columns)
+    if schema is not None:
+        tables = [row[0] for row in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = ? AND schema_name = ? ORDER BY 1",
+            [CATALOG, schema]).fetchall()]
+        for table in tables:
+            if table not in covered:
+                name = _ident(table)
+                con.execute(f"CREATE VIEW store.{name} AS SELECT * FROM {CATALOG}.{_ident(schema)}.{name}")
+    if mirrored is None:
+        direct_derived_views(con)
+    if mirrored is not None:
+        con.execute(f"CREATE VIEW derived.text_tokens AS SELECT text_sha, tokenizer, ptb, token_ids "
+                    f"FROM {MIRROR_CATALOG}.main.text_tokens")
+    else:
+        con.execute("CREATE VIEW derived.text_tokens AS SELECT CAST(NULL AS VARCHAR) AS text_sha, "
+                    "CAST(NULL AS VARCHAR) AS tokenizer, CAST(NULL AS VARCHAR) AS ptb, "
+                    "CAST(NULL AS INTEGER[]) AS token_ids WHERE false")
     for view, sql in VIEWS.items():
         con.execute(f"CREATE VIEW main.{view} AS {sql}")
 

@@ -25,8 +25,11 @@ OTHER_VIEWS = {
 }
 
 
-def export_parquet(store: Store, run_ids: Sequence[int], out_dir: str | Path) -> list[Path]:
-    """Write ``<view>.parquet`` for each view, limited to ``run_ids``; returns the files written."""
+def export_parquet(store: Store, run_ids: Sequence[int], out_dir: str | Path, *,
+                   analysis: str | None = None) -> list[Path]:
+    """Write ``<view>.parquet`` for each view, limited to ``run_ids``; returns the files written.
+
+    ``analysis``: the analysis mirror to read (default: the store's own; ``off``: the store directly)."""
     from tqdm import tqdm
 
     from capstore.analysis.duckdb_store import connect
@@ -34,7 +37,7 @@ def export_parquet(store: Store, run_ids: Sequence[int], out_dir: str | Path) ->
     from capstore.analysis.queries import query_arrow, require_runs
 
     out = Path(out_dir)
-    con = connect(store)
+    con = connect(store, analysis=analysis, passthrough=False)
     try:
         runs = require_runs(con, run_ids)
         make_dir(out)

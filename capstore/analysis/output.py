@@ -18,6 +18,11 @@ FORMATS = ("table", "csv", "json", "parquet")
 MAX_CELL = 80  # table format only: long texts are cut so rows stay one line each
 
 
+def table_rows(table: "pyarrow.Table") -> list[tuple[Any, ...]]:
+    """The table's rows as tuples, column by column, so that two columns of one name both stay."""
+    return list(zip(*(column.to_pylist() for column in table.columns)))
+
+
 def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str) -> str:
     """``rows`` as ``table``, ``csv`` or ``json`` (a list of objects) text."""
     if fmt == "csv":

@@ -6,7 +6,8 @@ DuckDB type such as ``INTEGER``, ``DOUBLE``, ``VARCHAR`` or a list ``INTEGER[]``
 ``1,2,3``). A declared parameter left out is NULL, so the query writes its own default
 (``coalesce($metric, 'CIDEr')``, ``$runs IS NULL OR list_contains($runs, run_id)``). Ad-hoc SQL
 declares nothing: every ``$NAME`` it uses must be given, and values are read as integer, number
-or text. Only one SELECT (or EXPLAIN) statement runs; anything else is refused before running.
+or text. Only one SELECT (or EXPLAIN of one) over the views runs: ``sql_guard`` decides on the parsed
+statement before anything is opened; ``sql_limits`` stops it after a time limit and caps the rows kept.
 """
 
 from __future__ import annotations
@@ -17,13 +18,16 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from capstore.analysis.sql_limits import DEFAULT_MAX_ROWS, DEFAULT_TIMEOUT_S
 from capstore.errors import InputError
 from capstore.store.engine import Store
 
 if TYPE_CHECKING:
     import pyarrow
 
-READ_STATEMENTS = ("SELECT", "EXPLAIN")
+    from capstore.analysis.sql_guard import CheckedStatement
+    from capstore.analysis.sql_limits import LimitedResult
+
 SCALAR_TYPES = {"INTEGER": int, "BIGINT": int, "DOUBLE": float, "FLOAT": float, "VARCHAR": str, "TEXT": str,
                 "BOOLEAN": "bool"}
 _PARAM_LINE = re.compile(r"^--\s*@param\s+(\w+)\s+([A-Za-z]+(?:\[\])?)\s*(.*)$")
@@ -78,16 +82,22 @@ def list_queries() -> list[Query]:
     return [parse_query(f.read_text(encoding="utf-8"), f.name[:-4]) for f in files]
 
 
+def shipped_query(name: str) -> Query | None:
+    """The shipped query called ``name`` (``metrics_by_run`` or ``metrics_by_run.sql``); never a file path."""
+    wanted = name.removesuffix(".sql")
+    return next((q for q in list_queries() if q.name == wanted), None)
+
+
 def load_query(name_or_path: str) -> Query:
     """A query file by path, or a shipped query by name (``metrics_by_run`` or ``metrics_by_run.sql``)."""
     path = Path(name_or_path)
     if path.is_file():
         return parse_query(path.read_text(encoding="utf-8"), path.stem)
-    wanted = name_or_path.removesuffix(".sql")
-    shipped = {q.name: q for q in list_queries()}
-    if wanted in shipped and "/" not in name_or_path:
-        return shipped[wanted]
-    raise InputError(f"no query file {name_or_path} (shipped queries: {', '.join(shipped) or 'none'})")
+    shipped = shipped_query(name_or_path) if "/" not in name_or_path else None
+    if shipped is not None:
+        return shipped
+    names = ", ".join(q.name for q in list_queries()) or "none"
+    raise InputError(f"no query file {name_or_path} (shipped queries: {names})")
 
 
 def bind_params(query: Query, given: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -113,55 +123,53 @@ def bind_params(query: Query, given: Mapping[str, Any] | None) -> dict[str, Any]
     return bound
 
 
-_SCANNER_FUNCTIONS = re.compile(r"\b((?:sqlite|postgres)_(?:scan|attach|query|execute|scan_pushdown))\s*\(",
-                                re.IGNORECASE)
+def check_read_only(sql_text: str) -> "CheckedStatement":
+    """The statement to run if ``sql_text`` is one read-only SELECT (or EXPLAIN of one) over the views.
 
+    Decided on DuckDB's parse tree (``capstore.analysis.sql_guard``); anything else is a one-line
+    InputError, raised before any store is opened.
+    """
+    from capstore.analysis.sql_guard import check_statement
 
-def check_read_only(sql_text: str) -> None:
-    """Refuse anything but exactly one SELECT/EXPLAIN statement, with a one-line error."""
-    import duckdb
-
-    try:
-        statements = duckdb.extract_statements(sql_text)
-    except duckdb.Error as exc:
-        raise InputError(f"SQL error: {_first_line(exc)}") from exc
-    if len(statements) != 1:
-        raise InputError(f"give exactly one SQL statement (got {len(statements)})")
-    kind = statements[0].type.name
-    if kind not in READ_STATEMENTS:
-        raise InputError(f"capstore sql is read-only: refusing {kind} (only a SELECT statement runs)")
-    # The scanner extensions' own functions reach other files and servers past DuckDB's file switch.
-    used = _SCANNER_FUNCTIONS.search(sql_text)
-    if used:
-        raise InputError(f"capstore sql reads the store only: refusing {used.group(1)}() (query the views instead)")
+    return check_statement(sql_text)
 
 
 def query_arrow(store: Store, sql_text: str, params: Mapping[str, Any] | None = None,
-                con: Any = None) -> "pyarrow.Table":
-    """Run one read-only statement over the friendly views; the result as an Arrow table."""
-    import duckdb
+                con: Any = None, *, timeout: float | None = None) -> "pyarrow.Table":
+    """Run one read-only statement over the friendly views; every row as an Arrow table."""
+    return query_limited(store, sql_text, params, con, timeout=timeout, max_rows=None).table
 
+
+def query_limited(store: Store, sql_text: str, params: Mapping[str, Any] | None = None, con: Any = None, *,
+                  timeout: float | None = DEFAULT_TIMEOUT_S, max_rows: int | None = DEFAULT_MAX_ROWS
+                  ) -> "LimitedResult":
+    """Run one read-only statement, stopped after ``timeout`` s, keeping at most ``max_rows`` rows.
+
+    The statement is checked and its parameters bound before a connection is opened; ``con``
+    (from ``duckdb_store.connect``) is reused when given. 0 or None: no limit.
+    """
     from capstore.analysis.duckdb_store import connect
+    from capstore.analysis.sql_limits import check_limits, fetch_limited
 
-    check_read_only(sql_text)
+    checked = check_read_only(sql_text)
     bound = bind_params(parse_query(sql_text), params)
+    timeout, max_rows = check_limits(timeout, max_rows)
     own = con is None
     con = con or connect(store)
     try:
-        return con.execute(sql_text, bound or None).to_arrow_table()
-    except duckdb.Error as exc:
-        raise InputError(f"SQL error: {_first_line(exc)}") from exc
+        return fetch_limited(con, checked.sql, bound, timeout=timeout, max_rows=max_rows)
     finally:
         if own:
             con.close()
 
 
 def run_query(store: Store, sql_text: str, params: Mapping[str, Any] | None = None,
-              con: Any = None) -> tuple[list[str], list[tuple[Any, ...]]]:
+              con: Any = None, *, timeout: float | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Run one read-only statement; returns (column names, rows as tuples)."""
-    table = query_arrow(store, sql_text, params, con)
-    columns = table.column_names
-    return columns, [tuple(row[c] for c in columns) for row in table.to_pylist()]
+    from capstore.analysis.output import table_rows
+
+    table = query_arrow(store, sql_text, params, con, timeout=timeout)
+    return table.column_names, table_rows(table)
 
 
 def describe_catalog() -> str:
@@ -208,10 +216,6 @@ def _infer(value: Any) -> Any:
         return float(value) if value.strip().lower() not in ("nan", "inf", "-inf", "infinity", "-infinity") else value
     except ValueError:
         return value
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def require_runs(con: Any, run_ids: Sequence[int]) -> list[int]:

@@ -5,12 +5,18 @@ reproduced with the ``capstore sql -f …`` line printed under it. Plots (PNG, m
 quality vs cost (log dollars; device-hours when every run cost $0 at the stored prices), the
 scorer's best score and a metric per MILS iteration, and scorer score vs a reference metric of
 candidates. A plot without data is skipped with a note saying why, never an error.
+
+Numbers: every metric to 4 decimals, every other number column with one fixed-point format of its
+own (as many decimals as its smallest value needs), never scientific notation. A run without
+metric values says which ``capstore eval`` would give them.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,10 +30,17 @@ MAX_POINTS = 20_000  # candidates drawn in the scatter plot (a deterministic sam
 SIDE_BY_SIDE = {"run": "run", "method": "method", "captions": "captions", "bleu_4": "BLEU-4", "meteor": "METEOR",
                 "rouge_l": "ROUGE-L", "cider": "CIDEr", "spice": "SPICE", "clipscore": "CLIPScore",
                 "dollars": "dollars", "hours": "device-hours"}
+METRIC_COLUMNS = ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "SPICE", "CLIPScore", "gain")  # and every "mean …"
+METRIC_DECIMALS = 4
+MAX_DECIMALS = 10  # other columns: enough decimals for two significant digits of their smallest value
 
 
-def write_report(store: Store, run_ids: Sequence[int], out_dir: str | Path) -> Path:
-    """Write ``out_dir/report.md`` (and its PNG plots) for ``run_ids``; returns the report's path."""
+def write_report(store: Store, run_ids: Sequence[int], out_dir: str | Path, *, about: str | None = None) -> Path:
+    """Write ``out_dir/report.md`` (and its PNG plots) for ``run_ids``; returns the report's path.
+
+    ``about``: a paragraph under the title saying where the runs come from (the demo says which
+    models made them and what the numbers are about).
+    """
     from capstore.analysis.duckdb_store import connect
 
     out = Path(out_dir)
@@ -35,12 +48,12 @@ def write_report(store: Store, run_ids: Sequence[int], out_dir: str | Path) -> P
     try:
         q = _Queries(store, con, require_runs(con, run_ids))
         make_dir(out)
-        sections = [_header(q), _side_by_side(q), _costs(q), "## Plots", _quality_plot(out, q),
-                    _iteration_plot(out, q), _candidate_plot(out, q)]
+        sections = [_header(q, about), _side_by_side(q), _iterations(q), _early_stop(q), _costs(q), "## Plots",
+                    _quality_plot(out, q), _iteration_plot(out, q), _candidate_plot(out, q)]
     finally:
         con.close()
     path = out / "report.md"
-    path.write_text("\n\n".join(sections) + "\n", encoding="utf-8")
+    path.write_text("\n\n".join(section for section in sections if section) + "\n", encoding="utf-8")
     return path
 
 
@@ -62,12 +75,18 @@ class _Queries:
         return f"`capstore sql -f {name} --param runs={','.join(map(str, self.runs))}`"
 
 
-def _header(q: _Queries) -> str:
-    cols, rows = q.sql("SELECT run_id, run_name, method, dataset || '/' || split AS split, status, "
-                       "items_done || '/' || items AS done, captions, iterations, wall_hours "
+def _header(q: _Queries, about: str | None) -> str:
+    # The models a run used, by the last part of their spec (a folder's name, a hub name).
+    short = "regexp_replace({0}, '^([a-z0-9_]+:).*/', '\\1')"
+    models = (f"coalesce({short.format('captioner')}, {short.format('scorer')} || ' + ' || "
+              f"{short.format('generator')})")
+    cols, rows = q.sql("SELECT run_id, run_name, method, modality, dataset || '/' || split AS split, status, "
+                       "items_done || '/' || items AS done, captions, iterations, "
+                       f"CASE WHEN method = 'external' THEN NULL ELSE {models} END AS models, wall_hours "
                        "FROM runs WHERE list_contains($runs, run_id) ORDER BY run_id")
     now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return "\n\n".join([f"# capstore report: runs {_ids(q.runs)}",
+                        *([about] if about else []),
                         f"Store `{q.store.display_url}`, written {now}.",
                         "## Runs", markdown_table(cols, rows)])
 
@@ -75,9 +94,53 @@ def _header(q: _Queries) -> str:
 def _side_by_side(q: _Queries) -> str:
     cols, rows = q.shipped("metrics_by_run")
     keep = [cols.index(c) for c in SIDE_BY_SIDE]
-    table = markdown_table([SIDE_BY_SIDE[cols[i]] for i in keep], [[row[i] for i in keep] for row in rows])
+    metric_at = [k for k, i in enumerate(keep) if SIDE_BY_SIDE[cols[i]] in METRIC_COLUMNS]
+    table_rows = []
+    for row in rows:
+        values = [row[i] for i in keep]
+        if all(values[k] is None for k in metric_at):  # never evaluated: say how to evaluate it
+            values[metric_at[0]] = f"run `capstore eval {row[cols.index('run_id')]}`"
+        table_rows.append(values)
+    table = markdown_table([SIDE_BY_SIDE[cols[i]] for i in keep], table_rows)
     return "\n\n".join(["## Metrics and cost", "Corpus metrics; dollars = usage × the price table; "
                         "device-hours of every device (– : not computed).", table, q.reproduce("metrics_by_run")])
+
+
+def _iterations(q: _Queries) -> str:
+    """MILS's curve as numbers: mean best score per iteration and the metric of the best-so-far caption."""
+    metric = _pick_metric(q, "candidate") or "CIDEr"
+    cols, rows = q.shipped("iteration_curve", metric=metric)
+    _, mils = q.sql("SELECT run_id, run_name FROM runs WHERE method = 'mils' AND list_contains($runs, run_id)")
+    names = dict(mils)
+    rows = [r for r in rows if r[0] in names]
+    if not rows:
+        return ""
+    c = {name: i for i, name in enumerate(cols)}
+    table = markdown_table(["run", "iteration", "items", "mean best score", "gain", f"mean {metric}"],
+                           [[names[r[0]], r[c["iteration"]], r[c["items"]], r[c["mean_best_score"]],
+                             r[c["score_gain"]], r[c["mean_metric"]]] for r in rows])
+    return "\n\n".join(["## MILS per iteration",
+                        f"Mean over the items that reached the iteration of the scorer's best score so far, its gain, "
+                        f"and the candidate-scope {metric} of that best-so-far caption (– : not computed; "
+                        "`capstore eval RUN --candidates`).",
+                        table,
+                        q.reproduce("iteration_curve")])
+
+
+def _early_stop(q: _Queries) -> str:
+    cols, rows = q.shipped("early_stop_savings")
+    if not rows:
+        return ""
+    _, names = q.sql("SELECT run_id, run_name FROM runs WHERE list_contains($runs, run_id)")
+    name = dict(names)
+    c = {col: i for i, col in enumerate(cols)}
+    table = markdown_table(["run", "patience", "items", "stopped early", "iterations planned", "done", "saved",
+                            "share saved"],
+                           [[name.get(r[0], r[0]), r[c["patience"]], r[c["items"]], r[c["items_stopped"]],
+                             r[c["iterations_planned"]], r[c["iterations_done"]], r[c["iterations_saved"]],
+                             r[c["share_saved"]]] for r in rows])
+    return "\n\n".join(["## Early stop", "Iterations that `--early-stop` did not spend.", table,
+                        q.reproduce("early_stop_savings")])
 
 
 def _costs(q: _Queries) -> str:
@@ -179,17 +242,30 @@ def _ids(runs: list[int]) -> str:
 
 
 def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A GitHub Markdown table; numbers to 4 significant digits, NULL as –."""
+    """A GitHub Markdown table, NULL as –; numbers in fixed point, one format per column (``column_decimals``)."""
     if not rows:
         return "_(no rows)_"
+    decimals = [column_decimals(name, [row[k] for row in rows]) for k, name in enumerate(columns)]
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(_md_cell(v, d) for v, d in zip(row, decimals)) + " |" for row in rows]
     return "\n".join(lines)
 
 
-def _md_cell(value: Any) -> str:
+def column_decimals(name: str, values: Sequence[Any]) -> int:
+    """Decimals of a number column: 4 for a metric; otherwise at least 4, more when its smallest
+    non-zero value needs them for two significant digits (device-hours of a CPU demo)."""
+    if name in METRIC_COLUMNS or name.startswith("mean "):
+        return METRIC_DECIMALS
+    small = [abs(float(v)) for v in values if isinstance(v, (float, Decimal)) and v and math.isfinite(float(v))]
+    if not small:
+        return METRIC_DECIMALS
+    return max(METRIC_DECIMALS, min(MAX_DECIMALS, 1 - math.floor(math.log10(min(small)))))
+
+
+def _md_cell(value: Any, decimals: int = METRIC_DECIMALS) -> str:
     if value is None:
         return "–"
-    if isinstance(value, float):
-        return f"{value:.4g}"
+    if isinstance(value, (float, Decimal)) and not isinstance(value, bool):
+        number = float(value)
+        return f"{number:.{decimals}f}" if math.isfinite(number) else str(number)
     return str(value).replace("|", "\\|").replace("\n", " ")

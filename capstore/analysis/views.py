@@ -1,7 +1,8 @@
 """The friendly views: what a user queries instead of the physical schema.
 
-Each view reads the physical tables through schema ``store`` (pass-through views over the attached
-database, the same on SQLite and PostgreSQL). Views stay plain joins and filters, so DuckDB pushes
+Each view reads the physical tables through schema ``store`` (views over the analysis mirror, or over
+the attached database, the same on SQLite and PostgreSQL), and the candidates', captions', references'
+and iteration states' texts through schema ``derived`` (kept inline by the mirror, joined otherwise). Views stay plain joins and filters, so DuckDB pushes
 a ``WHERE run_id = …`` down into the scan; timestamps are cast to UTC ``TIMESTAMP`` so both
 databases give the same types. ``VIEWS`` is ordered: a view only uses views defined before it.
 
@@ -13,8 +14,10 @@ name (the event's ``device_name``), ``*`` as fallback; API events have no device
 
 from __future__ import annotations
 
-RUN_NAME = "coalesce(r.label, r.method || ' #' || CAST(r.id AS VARCHAR))"
+from capstore.metrics.names import TOKENIZER
+from capstore.store.schema import CANDIDATE_METRIC_COLUMNS
 
+RUN_NAME = "coalesce(r.label, r.method || ' #' || CAST(r.id AS VARCHAR))"
 
 
 def mils_setting(path: str) -> str:
@@ -23,25 +26,41 @@ def mils_setting(path: str) -> str:
     return f"CASE WHEN r.method = 'mils' THEN TRY_CAST(json_extract_string(r.config, '$.{path}') AS INTEGER) END"
 
 
+def _eval_values() -> str:
+    """The typed candidate values (``candidate_eval_values``, one column per metric) as one row per
+    (candidate, metric), with the candidate's run, item and iteration (kept beside the values by the
+    mirror, joined otherwise: ``derived``)."""
+    parts = [f"""
+SELECT v.run_id, v.item_id, v.candidate_id, v.iteration, '{metric}' AS metric, v.{column} AS value,
+       e.{column}_implementation AS implementation, e.id AS eval_id, CAST(e.created_at AS TIMESTAMP) AS created_at
+FROM derived.candidate_eval_values v
+JOIN store.candidate_evals e ON e.id = v.eval_id
+WHERE v.{column} IS NOT NULL AND e.{column}_implementation IS NOT NULL""" for metric, column in CANDIDATE_METRIC_COLUMNS.items()]
+    return "\nUNION ALL".join(parts)
+
+
+EVAL_VALUES = _eval_values()
+
 VIEWS: dict[str, str] = {
     "items": """
 SELECT i.id AS item_id, d.name AS dataset, sp.name AS split, i.external_id AS item, i.image_sha,
-       i.file_name, im.width, im.height
+       i.file_name, im.width, im.height, coalesce(im.kind, 'image') AS media_kind,
+       im.duration_seconds AS duration, CAST(i.attributes AS VARCHAR) AS attributes
 FROM store.items i
 JOIN store.splits sp ON sp.id = i.split_id
 JOIN store.datasets d ON d.id = sp.dataset_id
 LEFT JOIN store.images im ON im.sha256 = i.image_sha""",
     "refs": """
 SELECT rf.id AS reference_id, rf.item_id, d.name AS dataset, sp.name AS split, i.external_id AS item,
-       rf.ordinal, t.text, rf.external_id AS annotation_id
-FROM store."references" rf
+       rf.ordinal, rf.text, rf.external_id AS annotation_id, rf.text_sha,
+       CAST(rf.attributes AS VARCHAR) AS attributes
+FROM derived."references" rf
 JOIN store.items i ON i.id = rf.item_id
 JOIN store.splits sp ON sp.id = i.split_id
-JOIN store.datasets d ON d.id = sp.dataset_id
-JOIN store.texts t ON t.sha256 = rf.text_sha""",
+JOIN store.datasets d ON d.id = sp.dataset_id""",
     "runs": f"""
 SELECT r.id AS run_id, {RUN_NAME} AS run_name, r.method, r.label, d.name AS dataset, sp.name AS split,
-       r.status, coalesce(w.items, 0) AS items, coalesce(w.items_done, 0) AS items_done,
+       coalesce(mk.modality, 'image') AS modality, r.status, coalesce(w.items, 0) AS items, coalesce(w.items_done, 0) AS items_done,
        coalesce(w.items_failed, 0) AS items_failed, coalesce(c.captions, 0) AS captions,
        r.seed, r.parent_run_id,
        {mils_setting('iterations')} AS iterations,
@@ -62,38 +81,55 @@ JOIN store.datasets d ON d.id = sp.dataset_id
 LEFT JOIN (SELECT run_id, count(*) AS items, count(*) FILTER (WHERE status = 'done') AS items_done,
                   count(*) FILTER (WHERE status = 'failed') AS items_failed
            FROM store.work_items GROUP BY run_id) w ON w.run_id = r.id
-LEFT JOIN (SELECT run_id, count(*) AS captions FROM store.captions GROUP BY run_id) c ON c.run_id = r.id""",
+LEFT JOIN (SELECT run_id, count(*) AS captions FROM store.captions GROUP BY run_id) c ON c.run_id = r.id
+LEFT JOIN (SELECT it.split_id, min(im.kind) AS modality FROM store.items it
+           JOIN store.images im ON im.sha256 = it.image_sha GROUP BY it.split_id) mk ON mk.split_id = r.split_id""",
     "work": """
 SELECT w.run_id, w.item_id, i.external_id AS item, w.status, w.attempts, w.iterations_done,
        w.stopped_early_at, w.lease_owner, CAST(w.updated_at AS TIMESTAMP) AS updated_at
 FROM store.work_items w
 JOIN store.items i ON i.id = w.item_id""",
     "candidates": """
-SELECT c.id AS candidate_id, c.run_id, c.item_id, i.external_id AS item, c.iteration, t.text, c.origin,
+SELECT c.id AS candidate_id, c.run_id, c.item_id, i.external_id AS item, c.iteration, c.text, c.origin,
        c.score, c.rank, c.text_sha
-FROM store.candidates c
-JOIN store.items i ON i.id = c.item_id
-JOIN store.texts t ON t.sha256 = c.text_sha""",
+FROM derived.candidates c
+JOIN store.items i ON i.id = c.item_id""",
     "captions": """
-SELECT c.run_id, c.item_id, i.external_id AS item, t.text, c.score, c.iteration, c.text_sha,
+SELECT c.run_id, c.item_id, i.external_id AS item, c.text, c.score, c.iteration, c.text_sha,
        CAST(c.created_at AS TIMESTAMP) AS created_at
-FROM store.captions c
-JOIN store.items i ON i.id = c.item_id
-JOIN store.texts t ON t.sha256 = c.text_sha""",
+FROM derived.captions c
+JOIN store.items i ON i.id = c.item_id""",
     "iterations": """
-SELECT s.run_id, s.item_id, i.external_id AS item, s.iteration, t.text AS best_text, s.best_score,
-       s.best_text_sha, s.mean_kept_score, s.n_new, json_array_length(CAST(s.kept AS VARCHAR)) AS kept,
+SELECT s.run_id, s.item_id, i.external_id AS item, s.iteration, s.best_text, s.best_score,
+       s.best_text_sha, s.mean_kept_score, s.n_new, s.kept_count AS kept,
        CAST(s.created_at AS TIMESTAMP) AS created_at
-FROM store.iteration_states s
-JOIN store.items i ON i.id = s.item_id
-LEFT JOIN store.texts t ON t.sha256 = s.best_text_sha""",
+FROM derived.iteration_states s
+JOIN store.items i ON i.id = s.item_id""",
+    "candidate_values": f"""
+SELECT cv.run_id, cv.item_id, i.external_id AS item, cv.candidate_id, cv.iteration, cv.metric, cv.value,
+       cv.implementation, cv.eval_id, cv.created_at
+FROM ({EVAL_VALUES}
+UNION ALL
+SELECT m.run_id, c.item_id, m.candidate_id, c.iteration, m.metric, m.value, m.implementation,
+       CAST(NULL AS BIGINT) AS eval_id, CAST(m.created_at AS TIMESTAMP) AS created_at
+FROM store.metric_values m
+JOIN store.candidates c ON c.id = m.candidate_id
+WHERE m.scope = 'candidate') cv
+JOIN store.items i ON i.id = cv.item_id""",
     "metrics": f"""
 SELECT m.id AS metric_id, m.run_id, {RUN_NAME} AS run_name, r.method, r.label, m.metric, m.scope,
        m.subject, m.item_id, i.external_id AS item, m.candidate_id, m.value, m.implementation,
        CAST(m.created_at AS TIMESTAMP) AS created_at
 FROM store.metric_values m
 JOIN store.runs r ON r.id = m.run_id
-LEFT JOIN store.items i ON i.id = m.item_id""",
+LEFT JOIN store.items i ON i.id = m.item_id
+UNION ALL
+SELECT CAST(NULL AS BIGINT) AS metric_id, cv.run_id, {RUN_NAME} AS run_name, r.method, r.label, cv.metric,
+       'candidate' AS scope, 'candidate:' || CAST(cv.candidate_id AS VARCHAR) AS subject, cv.item_id,
+       i.external_id AS item, cv.candidate_id, cv.value, cv.implementation, cv.created_at
+FROM ({EVAL_VALUES}) cv
+JOIN store.runs r ON r.id = cv.run_id
+JOIN store.items i ON i.id = cv.item_id""",
     "errors": """
 SELECT e.id AS error_id, e.run_id, e.item_id, i.external_id AS item, e.stage, e.kind, e.message, e.attempt,
        CAST(e.created_at AS TIMESTAMP) AS created_at
@@ -138,6 +174,8 @@ FROM (
     LEFT JOIN store.prices im ON im.kind = 'image' AND im.key = u.device_name
     LEFT JOIN store.prices ims ON ims.kind = 'image' AND ims.key = '*'
 ) r""",
+    "text_tokens": f"""
+SELECT text_sha, ptb, token_ids FROM derived.text_tokens WHERE tokenizer = '{TOKENIZER}'""",
     "run_costs": """
 SELECT r.run_id, r.run_name, r.method, count(c.event_id) AS events,
        sum(c.device_seconds) AS device_seconds, sum(c.device_hours) AS device_hours,
@@ -154,18 +192,21 @@ GROUP BY r.run_id, r.run_name, r.method""",
 
 # What each view is, for `capstore sql --views` and the README.
 VIEW_DOCS: dict[str, str] = {
-    "runs": "one row per run: method, label, dataset, split, status, item counts, MILS settings, times",
-    "items": "items of every split with their dataset, split, external id and image",
-    "refs": "reference captions (text) of every item",
+    "runs": "one row per run: method, label, dataset, split, modality, status, item counts, MILS settings, times",
+    "items": "items of every split: dataset, split, external id, medium (image, video, audio) and attributes (JSON)",
+    "refs": "reference captions (text, text_sha) of every item, with their attributes (JSON)",
     "work": "work items: status, attempts, iterations done, where early stopping ended an item",
     "candidates": "every candidate: run, item, iteration, text, origin, score, rank",
     "captions": "the final caption of each item of a run: text, score, iteration",
     "iterations": "MILS iteration states: best text and score, mean kept score, new candidates",
-    "metrics": "metric values (corpus, item, candidate scope) with run, method and implementation",
+    "candidate_values": "candidate-scope metric values (BLEU-4, CIDEr-D…): run, item, candidate, iteration, metric, value",
+    "metrics": "metric values (corpus, item, candidate scope) with run, method and implementation "
+               "(metric_id: NULL for the typed candidate values)",
     "errors": "failed attempts: stage, kind, message",
     "models": "models by fingerprint: kind, backend, name",
     "prices": "the price table",
     "usage": "usage events with their model's name: device-seconds, tokens, images, calls, cache hits",
     "costs": "usage events priced: rates applied and dollars (device, tokens, images, total)",
     "run_costs": "costs summed per run: device-hours, GPU-hours, tokens, images, dollars",
+    "text_tokens": "PTB tokens of each text `capstore eval` has tokenized: ptb (the tokenized text), token_ids",
 }

@@ -42,10 +42,36 @@ class Generation:
     error: str | None = None  # one line, e.g. "http_429: rate limited after 5 attempts"
     error_kind: str | None = None  # http_429, http_5xx, timeout, malformed_response, ...
     extra: dict[str, Any] = field(default_factory=dict)
+    # Stopped by the token limit, not by an end token (HF: max_new_tokens reached; APIs: finish_reason
+    # "length"). A generator's unfinished last line is then dropped from ``text`` (what MILS parses)
+    # and the whole output kept in ``raw`` (what the cache stores).
+    truncated: bool = False
+    raw: str | None = None
+
+    def __post_init__(self) -> None:
+        self.text = storable(self.text)
+        if self.raw is not None:
+            self.raw = storable(self.raw)
+
+    @property
+    def output(self) -> str:
+        """The model's whole output (``raw`` when a cut line was dropped from ``text``)."""
+        return self.raw if self.raw is not None else self.text
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+def storable(text: str) -> str:
+    """Model output as text every engine stores: NUL characters dropped (PostgreSQL refuses them),
+    lone surrogates replaced. A model's garbage must not crash a run on one engine and not the other."""
+    text = text.replace("\x00", "")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
 
 
 @runtime_checkable

@@ -13,11 +13,20 @@ import numpy as np
 from sqlalchemy import String, any_, bindparam, select
 
 from capstore.backends.base import Generation
+from capstore.backends.sampling import drop_unfinished_line
 from capstore.store.content import insert_ignore
 from capstore.store.engine import Store
 from capstore.store.schema import EmbeddingCache, GenerationCache
 
 _CHUNK = 20_000
+TRUNCATED = "truncated"  # marker in generation_cache.params of an output cut by the token limit
+DROPPED_LINE, KEPT = "dropped-last-line", "kept"  # its values: a generator's answer, a caption
+
+
+def _marked(parts: dict[str, Any], g: Generation) -> dict[str, Any]:
+    if not g.truncated:
+        return parts
+    return {**parts, TRUNCATED: DROPPED_LINE if g.raw is not None else KEPT}
 
 
 def get_embeddings(store: Store, model_id: int, kind: str, shas: Sequence[str]) -> dict[str, np.ndarray]:
@@ -50,8 +59,7 @@ def put_embeddings(store: Store, model_id: int, kind: str, shas: Sequence[str], 
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     rows = [{"model_id": model_id, "content_kind": kind, "content_sha": sha, "dim": int(vectors.shape[1]),
              "vector": vectors[i].tobytes()} for i, sha in enumerate(shas)]
-    with store.write() as s:
-        insert_ignore(s, EmbeddingCache, rows)
+    store.transact(lambda s: insert_ignore(s, EmbeddingCache, rows))  # retried whole on a transient abort
 
 
 def get_generations(store: Store, keys: Sequence[str]) -> dict[str, Generation]:
@@ -61,19 +69,25 @@ def get_generations(store: Store, keys: Sequence[str]) -> dict[str, Generation]:
         rows = s.execute(select(GenerationCache).where(GenerationCache.key.in_(list(set(keys))))).scalars().all()
         for r in rows:
             extra = {"candidates": r.parsed} if r.parsed else {}
-            out[r.key] = Generation(text=r.raw_output, tokens_in=r.tokens_in or 0, tokens_out=r.tokens_out or 0,
-                                    cached=True, extra=extra)
+            cut = (r.params or {}).get(TRUNCATED)
+            out[r.key] = Generation(text=drop_unfinished_line(r.raw_output) if cut == DROPPED_LINE else r.raw_output,
+                                    raw=r.raw_output if cut == DROPPED_LINE else None, truncated=bool(cut),
+                                    tokens_in=r.tokens_in or 0, tokens_out=r.tokens_out or 0, cached=True, extra=extra)
     return out
 
 
 def put_generations(store: Store, model_id: int, entries: Sequence[tuple[str, dict[str, Any], Generation]]) -> None:
-    """Cache successful, non-empty generations: (key, parts, generation). Errors are never cached."""
+    """Cache successful, non-empty generations: (key, parts, generation). Errors are never cached.
+
+    The whole output is stored. One cut by the token limit is marked beside its key's parts
+    (``generation_cache.params["truncated"]``: ``"dropped-last-line"`` for a generator's answer,
+    ``"kept"`` for a caption), so that a replay is the same Generation and the store can count them.
+    """
     rows = [
         {"key": key, "model_id": model_id, "prompt_sha": parts.get("prompt"), "image_sha": parts.get("image"),
-         "params": parts, "seed": parts.get("seed"), "raw_output": g.text, "parsed": g.extra.get("candidates"),
-         "tokens_in": g.tokens_in, "tokens_out": g.tokens_out}
-        for key, parts, g in entries if g.ok and g.text.strip()
+         "params": _marked(parts, g), "seed": parts.get("seed"), "raw_output": g.output,
+         "parsed": g.extra.get("candidates"), "tokens_in": g.tokens_in, "tokens_out": g.tokens_out}
+        for key, parts, g in entries if g.ok and g.output.strip()
     ]
     if rows:
-        with store.write() as s:
-            insert_ignore(s, GenerationCache, rows)
+        store.transact(lambda s: insert_ignore(s, GenerationCache, rows))

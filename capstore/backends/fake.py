@@ -4,7 +4,8 @@ They go through the same generation cache and usage events as the real backends,
 "zero model calls" are tested for real. Models (the part after ``fake:``):
 - generator ``fake:mutate``: answers MILS prompts with numbered variations of the given descriptions;
   ``fake:garbage`` answers without any ``N. text`` line; ``fake:fail`` fails every call;
-  ``fake:slow`` is ``mutate`` taking 0.1 s per answer (to make workers overlap in tests).
+  ``fake:slow`` is ``mutate`` taking 0.1 s per answer (to make workers overlap in tests);
+  ``fake:binary`` is ``mutate`` with NUL characters and lone surrogates in its lines.
 - captioner ``fake:echo``: a caption from the image sha; ``fake:flaky`` fails each image's first call.
 """
 
@@ -74,6 +75,8 @@ class FakeGenerator(_Fake):
         bases = [m.group(1) for line in prompt.splitlines() if (m := _LINE.match(line.strip()))] or ["a thing"]
         lines = [f"{n + 1}. {rng.choice(bases)} that is {rng.choice(_WORDS)} (variant {rng.randrange(100)})!"
                  for n in range(8)]
+        if self.mode == "binary":  # what a broken model may emit: NUL characters and lone surrogates
+            lines = [line.replace(" that", "\x00 that\ud800", 1) for line in lines]
         return Generation(text="\n".join(lines), tokens_in=len(prompt.split()), tokens_out=8 * 6)
 
 

@@ -9,6 +9,12 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from importlib import resources
+from types import MappingProxyType
+from typing import Any, Mapping
+
+# MILS's generator sampling (optimization_utils/generator.py: temperature=0.5, top_p=0.9,
+# max_new_tokens=3000): the one default of every generator backend, the run config and the CLI.
+MILS_SAMPLING: Mapping[str, Any] = MappingProxyType({"temperature": 0.5, "top_p": 0.9, "max_new_tokens": 3000})
 
 
 @lru_cache(maxsize=1)

@@ -20,6 +20,9 @@ KINDS = ("scorer", "generator", "captioner")
 # (kind, backend name) -> module that registers it when imported.
 _MODULES: dict[tuple[str, str], str] = {
     ("scorer", "open_clip"): "capstore.backends.scorers.open_clip",
+    ("scorer", "open_clip-frames"): "capstore.backends.scorers.open_clip_frames",  # video: mean of K frames
+    ("scorer", "xclip"): "capstore.backends.scorers.xclip",  # video
+    ("scorer", "clap"): "capstore.backends.scorers.clap",  # audio
     ("generator", "hf"): "capstore.backends.generators.hf",
     ("generator", "vllm"): "capstore.backends.generators.vllm",
     ("generator", "openai"): "capstore.backends.generators.openai",

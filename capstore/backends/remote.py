@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence, TypeVar
 
 from capstore.backends.base import Generation
+from capstore.errors import first_line
 
 T = TypeVar("T")
 
@@ -63,7 +64,7 @@ def call_with_retries(fn: Callable[[], Generation], policy: RetryPolicy,
             return result
         except Exception as exc:  # classified below; anything unknown is a final failure
             kind, retryable, retry_after = _classify(exc)
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+            message = first_line(exc)
             if not retryable or attempt == policy.max_attempts:
                 return Generation(error=f"{kind} after {attempt} attempt(s): {message}", error_kind=kind,
                                   extra={"attempts": attempt})

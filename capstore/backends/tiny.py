@@ -1,4 +1,5 @@
-"""Tiny offline models of the real architectures, with random weights, for tests and the demo.
+"""Tiny offline models of the real architectures, with random weights, for tests and the demo:
+open_clip CLIP, Llama, BLIP-2 and LLaVA, and the video and audio scorers X-CLIP and CLAP.
 
 Nothing here downloads: the CLIP tokenizer ships inside open_clip, the LLM tokenizer is a
 byte-level BPE trained in code. Each model is saved so that the normal loading code loads it:
@@ -51,12 +52,23 @@ class TinyModels:
         return self.root / "llava"
 
     @property
+    def xclip(self) -> Path:
+        return self.root / "xclip"
+
+    @property
+    def clap(self) -> Path:
+        return self.root / "clap"
+
+    @property
     def specs(self) -> dict[str, str]:
         return {
             "scorer": f"open_clip:{self.clip}",
             "generator": f"hf:{self.llm}",
             "blip2": f"blip2:{self.blip2}",
             "llava": f"llava:{self.llava}",
+            "video_scorer": f"xclip:{self.xclip}",
+            "frames_scorer": f"open_clip-frames:{self.clip}",
+            "audio_scorer": f"clap:{self.clap}",
         }
 
 
@@ -165,11 +177,67 @@ def build_llava(out_dir: Path, seed: int) -> None:
                    chat_template=CHAT_TEMPLATE).save_pretrained(out_dir)
 
 
+def _text_tokenizer(out_dir: Path, max_length: int):  # -> PreTrainedTokenizerFast
+    """The trained tokenizer, padding on the right as CLIP's and RoBERTa's do (a text's embedding must
+    not depend on the longest text of its batch), cut at ``max_length`` tokens."""
+    tok = build_tokenizer(out_dir)
+    tok.padding_side = "right"
+    tok.model_max_length = max_length
+    tok.save_pretrained(out_dir)
+    return tok
+
+
+def build_xclip(out_dir: Path, seed: int) -> None:
+    """An X-CLIP (ViT frames + multi-frame integration transformer + text encoder) over 4 frames of
+    32x32, with its VideoMAE image processor."""
+    import torch
+    from transformers import VideoMAEImageProcessor, XCLIPConfig, XCLIPModel, XCLIPTextConfig, XCLIPVisionConfig
+
+    tok = _text_tokenizer(out_dir, 32)
+    cfg = XCLIPConfig(
+        text_config=XCLIPTextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                    num_attention_heads=2, max_position_embeddings=32, pad_token_id=tok.pad_token_id,
+                                    bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id).to_dict(),
+        vision_config=XCLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                        image_size=32, patch_size=16, num_frames=4, mit_hidden_size=32,
+                                        mit_intermediate_size=64, mit_num_hidden_layers=1,
+                                        mit_num_attention_heads=2).to_dict(),
+        projection_dim=32, prompt_layers=1, prompt_attention_heads=2,
+    )
+    torch.manual_seed(seed)
+    XCLIPModel(cfg).save_pretrained(out_dir)
+    VideoMAEImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(out_dir)
+
+
+def build_clap(out_dir: Path, seed: int) -> None:
+    """A CLAP (HTSAT audio encoder + RoBERTa text encoder) on 2 s of 16 kHz audio, 64 mel bins, with its
+    feature extractor (``rand_trunc``: one crop of a longer clip, as the unfused CLAP models)."""
+    import torch
+    from transformers import ClapAudioConfig, ClapConfig, ClapFeatureExtractor, ClapModel, ClapTextConfig
+
+    tok = _text_tokenizer(out_dir, 32)
+    cfg = ClapConfig(
+        text_config=ClapTextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                   num_attention_heads=2, max_position_embeddings=40, pad_token_id=tok.pad_token_id,
+                                   bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id).to_dict(),
+        audio_config=ClapAudioConfig(window_size=8, num_mel_bins=64, spec_size=256, patch_size=4, patch_stride=(4, 4),
+                                     hidden_size=16, depths=[1, 1], num_attention_heads=[2, 2],
+                                     patch_embeds_hidden_size=8, enable_fusion=False, num_hidden_layers=2).to_dict(),
+        projection_dim=16,
+    )
+    torch.manual_seed(seed)
+    ClapModel(cfg).save_pretrained(out_dir)
+    ClapFeatureExtractor(feature_size=64, sampling_rate=16000, hop_length=160, max_length_s=2, fft_window_size=400,
+                         frequency_min=50, frequency_max=8000, truncation="rand_trunc").save_pretrained(out_dir)
+
+
 def build_tiny_models(out_dir: str | Path, seed: int = 0) -> TinyModels:
-    """Build (or reuse, if already complete) the four tiny models under ``out_dir``."""
+    """Build (or reuse, if already complete) the tiny models under ``out_dir``: CLIP, Llama, BLIP-2, LLaVA,
+    and the video and audio scorers X-CLIP and CLAP."""
     models = TinyModels(Path(out_dir).resolve())
     for path, build in ((models.clip, build_clip), (models.llm, build_llm),
-                        (models.blip2, build_blip2), (models.llava, build_llava)):
+                        (models.blip2, build_blip2), (models.llava, build_llava),
+                        (models.xclip, build_xclip), (models.clap, build_clap)):
         done = path / ".complete"
         if done.exists() and done.read_text() == str(seed):
             continue

@@ -23,5 +23,4 @@ def record_usage(target: Store | Session, *, run_id: int | None, stage: str, mod
     if isinstance(target, Session):
         target.add(UsageEvent(**row))
     else:
-        with target.write() as s:
-            s.add(UsageEvent(**row))
+        target.transact(lambda s: s.add(UsageEvent(**row)))

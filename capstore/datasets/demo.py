@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import io
 import random
+import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from capstore.datasets.importer import ImportSummary, ItemSpec, write_split
 from capstore.store.engine import Store
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 SIZE = 224
 N_IMAGES = 24
@@ -65,8 +70,39 @@ def demo_scenes(seed: int = 0) -> list[Scene]:
     return scenes
 
 
+def random_scenes(seed: int, n: int) -> list[Scene]:
+    """``n`` scenes with every attribute drawn at random from ``seed`` (fresh pictures of the demo's world)."""
+    rng = random.Random(seed)
+    return [Scene(shape=rng.choice(SHAPES), colour=rng.choice(list(COLOURS)), count=1 + rng.randrange(3),
+                  scene=rng.choice(list(SCENES))) for _ in range(n)]
+
+
+def demo_vocabulary() -> frozenset[str]:
+    """Every word the references of any scene can use (lower case, punctuation dropped)."""
+    words: set[str] = set()
+    for shape in SHAPES:
+        for colour in COLOURS:
+            for count in NUMBERS:
+                for place in SCENES:
+                    for ref in Scene(shape, colour, count, place).references():
+                        words.update(words_of(ref))
+    return frozenset(words)
+
+
+def words_of(text: str) -> list[str]:
+    """The lower-case words of ``text`` (what a vocabulary check compares)."""
+    return re.findall(r"[a-z]+", text.lower())
+
+
 def draw_scene(scene: Scene, seed: int) -> bytes:
     """PNG bytes of ``scene``: a two-tone background and ``count`` shapes at seeded positions."""
+    buf = io.BytesIO()
+    draw_image(scene, seed).save(buf, format="PNG", optimize=False, compress_level=6)
+    return buf.getvalue()
+
+
+def draw_image(scene: Scene, seed: int) -> PILImage:
+    """``scene`` drawn as an RGB picture (what ``draw_scene`` encodes; training uses it directly)."""
     from PIL import Image, ImageDraw
 
     rng = random.Random(seed)
@@ -90,9 +126,7 @@ def draw_scene(scene: Scene, seed: int) -> bytes:
             draw.rectangle(box, fill=colour, outline=(0, 0, 0))
         else:
             draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=colour, outline=(0, 0, 0))
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", optimize=False, compress_level=6)
-    return buf.getvalue()
+    return img
 
 
 def demo_items(seed: int = 0) -> list[ItemSpec]:

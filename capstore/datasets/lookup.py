@@ -6,11 +6,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from capstore.errors import InputError
+from capstore.inputs import check_text
 from capstore.store.schema import Dataset, Split
 
 
 def find_dataset(session: Session, name: str) -> Dataset:
     """The dataset called ``name``; InputError listing the known names otherwise."""
+    check_text(name, "dataset name")
     dataset = session.scalar(select(Dataset).where(Dataset.name == name))
     if dataset is None:
         known = session.scalars(select(Dataset.name).order_by(Dataset.name)).all()
@@ -22,6 +24,8 @@ def find_dataset(session: Session, name: str) -> Dataset:
 def find_split(session: Session, dataset: str, split: str | None = None) -> Split:
     """A split of ``dataset``; with ``split`` None the dataset must have exactly one."""
     ds = find_dataset(session, dataset)
+    if split is not None:
+        check_text(split, "split name")
     splits = session.scalars(select(Split).where(Split.dataset_id == ds.id).order_by(Split.name)).all()
     if split is None:
         if len(splits) == 1:

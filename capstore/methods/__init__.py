@@ -1,4 +1,9 @@
-"""Captioning methods run by the engine: MILS (iterative) and single-pass baselines."""
+"""Captioning methods run by the engine: MILS (iterative, on images, videos and audio) and single-pass baselines.
 
-METHODS = ("mils", "blip2", "llava", "openai", "fake")
-BASELINES = ("blip2", "llava", "openai", "fake")  # "fake": the scripted test captioner
+The registry is ``capstore.methods.registry``; ``METHODS`` and ``BASELINES`` are its names.
+"""
+
+from capstore.methods.registry import METHOD_SPECS
+
+METHODS = tuple(METHOD_SPECS)
+BASELINES = tuple(name for name, spec in METHOD_SPECS.items() if not spec.iterative)  # "fake": the test captioner

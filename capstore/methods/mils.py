@@ -1,19 +1,18 @@
-"""MILS's prompt and answer formats, and its keep-the-best step, exactly as the original.
+"""MILS's prompt and answer formats, and its keep-the-best steps, as the original
+(facebookresearch/MILS, ``optimization_utils/generator.py`` and ``main_image_captioning.py``).
 
 Prompt: the template's ``{descriptions}`` is replaced by the kept candidates as
 ``f"{score:.3f}: {text}"`` lines, best first, and ``{requested_number}`` by the number asked for.
-Answer: lines of the form ``N. text``; the text is cut at the first ``(``, ``!`` removed, stripped,
-duplicates dropped (first occurrence kept).
+Answer: MILS's ``strip_line_counters``, line for line (see ``parse_candidates``).
 """
 
 from __future__ import annotations
 
-import re
 from typing import Sequence
 
-from capstore.errors import InputError
+import numpy as np
 
-_LINE = re.compile(r"^\s*\d+\s*\.\s*(.+)$")
+from capstore.errors import InputError
 
 
 def check_template(template: str, source: str) -> None:
@@ -30,16 +29,31 @@ def format_prompt(template: str, kept: Sequence[tuple[str, float]], requested: i
 
 
 def parse_candidates(output: str) -> list[str]:
-    """The candidate captions in a generator answer (possibly none)."""
-    seen: dict[str, None] = {}
-    for line in output.splitlines():
-        m = _LINE.match(line)
-        if not m:
-            continue
-        text = m.group(1).split("(")[0].replace("!", "").strip()
-        if text:
-            seen.setdefault(text, None)
-    return list(seen)
+    """The candidate captions in a generator answer (possibly none): MILS's ``strip_line_counters``.
+
+    Lines are split on ``\\n`` only. A line counts when ``". "`` occurs in its first 5 characters
+    (``1. ``, ``10. ``, ``100. ``, but also ``  1. `` or ``Mr. X``); its text starts 2 characters after
+    the line's *first* ``.``, is cut at the first ``(``, stripped, then loses ``<|endoftext|>``,
+    ``<pad>`` and every ``!`` (after the strip, so ``"a cat !"`` gives ``"a cat "``). Empty texts
+    and repeats are dropped. MILS returns a set; this returns the same texts in first-seen order.
+    """
+    cleaned: dict[str, None] = {}
+    for line in output.split("\n"):
+        if ". " in line[:5]:
+            text = line[line.find(".") + 2 :].split("(")[0].strip().replace("<|endoftext|>", "").replace("<pad>", "")
+            text = text.replace("!", "")
+            if text:
+                cleaned.setdefault(text, None)
+    return list(cleaned)
+
+
+def pool_top(lines: Sequence[str], scores: np.ndarray, keep: int) -> list[tuple[str, float]]:
+    """Iteration 0 as MILS keeps it: the ``keep`` best pool *positions*, best first, equal scores in
+    pool order (MILS sorts the (score, line) pairs with Python's stable sort), duplicates included:
+    a line that appears n times among them takes n of the ``keep`` places. ``dict(...)`` of the
+    result is the kept set (fewer than ``keep`` distinct lines when the pool repeats itself)."""
+    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")[:keep]
+    return [(lines[j], float(scores[j])) for j in order]
 
 
 def keep_top(candidates: dict[str, float], keep: int) -> list[tuple[str, float]]:

@@ -77,7 +77,9 @@ def load_scorer(spec: str, store: Any, device: str = "auto") -> Any:
     logger.setLevel(logging.CRITICAL)  # open_clip logs the failed download as an ERROR before raising
     try:
         with _hub_offline():
-            return load_backend("scorer", spec, store, device=device)
+            # Backends load their weights on their first cache miss; load here, offline, so that
+            # weights that are not on this machine fail in this one line.
+            return load_backend("scorer", spec, store, device=device).load()
     finally:
         logger.setLevel(level)
 

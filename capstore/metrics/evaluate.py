@@ -1,11 +1,17 @@
 """``evaluate_run``: a run's captions against its split's references, stored as metric values.
 
 Reference metrics are what the official coco-caption evaluation (COCOEvalCap) computes: PTB
-tokenization of references and captions (one tokenizer call for everything, candidates included),
-then Bleu(4), Meteor, Rouge, Cider and, when its jars are there, SPICE. CLIPScore/RefCLIPScore go
-through a scorer backend. A metric is served from the store when its corpus row carries the digest
-of the current inputs (see ``store_values``); otherwise it is computed and the run's rows of it are
-replaced (rows of older implementations are kept while their inputs are still current).
+tokenization of references and captions, then Bleu(4), Meteor, Rouge, Cider and, when its jars are
+there, SPICE. Tokens are kept once per distinct text in the analysis mirror
+(``text_tokens``), so the tokenizer runs only for texts never seen. BLEU-1..4 and CIDEr-D are the
+shipped DuckDB queries ``sql/caption_metrics.sql`` and ``sql/candidate_metrics.sql`` (equal to
+pycocoevalcap to 1e-9); METEOR is pycocoevalcap's METEOR 1.5 JVM fed in batches in a background
+thread, started before tokenizing so it loads while the rest works; ROUGE-L and SPICE are
+pycocoevalcap's. CLIPScore/RefCLIPScore go through a scorer backend. A metric is served from the
+store when its corpus row carries the digest of the current inputs (see ``store_values``);
+otherwise it is computed and the run's rows of it are replaced (rows of older implementations are
+kept while their inputs are still current). Candidate values (``--candidates``) are written as one
+evaluation in typed columns (``candidate_eval_values``), not as ``metric_values`` rows.
 """
 
 from __future__ import annotations
@@ -19,33 +25,35 @@ from tqdm import tqdm
 from capstore.errors import CapstoreError
 from capstore.metrics import clipscore as clip_mod
 from capstore.metrics import coco_caption, spice
-from capstore.metrics.candidates import score_pairs
-from capstore.metrics.java import MetricError, ptb_tokenize
-from capstore.metrics.names import (CANDIDATE_METRICS, CLIPSCORE, COCO_METRICS, REFCLIPSCORE, REFERENCE_METRICS, SPICE,
-                                    ALL_METRICS, clip_implementation, reference_implementation)
+from capstore.metrics.duckdb_metrics import MetricSession
+from capstore.metrics.java import MetricError
+from capstore.metrics.names import (ALL_METRICS, BLEU, CANDIDATE_METRICS, CIDER, CLIPSCORE, COCO_METRICS, METEOR,
+                                    REFCLIPSCORE, REFERENCE_METRICS, ROUGE_L, SPICE, clip_implementation,
+                                    reference_implementation)
 from capstore.metrics.result import EvalResult
-from capstore.metrics.store_values import (RunInputs, StoredCorpus, _sha, candidate_signature, load_candidates,
-                                           load_inputs, load_texts, replace_values, set_corpus_details, stored_corpus,
-                                           value_row)
+from capstore.metrics.store_values import (RunInputs, StoredCorpus, _sha, candidate_signature, load_inputs,
+                                           load_texts, replace_candidate_values, replace_values, set_corpus_details,
+                                           stored_corpus, value_row)
 from capstore.store.engine import Store
 
 DEFAULT_CLIP_SCORER = "preset"  # the ``clipscore`` scorer preset (open_clip:ViT-B-32@openai); None skips
 
 
 def evaluate_run(store: Store, run_id: int, *, candidates: bool = False, clip_scorer: str | None = DEFAULT_CLIP_SCORER,
-                 device: str = "auto", progress: bool = True) -> EvalResult:
+                 device: str = "auto", progress: bool = True, analysis: str | None = None) -> EvalResult:
     """Evaluate run ``run_id``'s captions; values are stored and returned (see the module docstring).
 
     ``clip_scorer``: ``"preset"`` for the documented CLIPScore scorer, a preset name or a scorer spec
     (``open_clip:NAME@TAG``, ``open_clip:/folder``), or None to skip CLIPScore and RefCLIPScore.
     ``candidates``: also BLEU-4 and CIDEr-D of every candidate of the run (scope ``candidate``).
+    ``analysis``: the analysis mirror holding the token cache (default: the store's; ``off``: none).
     """
     inputs = load_inputs(store, run_id)
     result = EvalResult(run_id=run_id, name=inputs.name, items=len(inputs.items))
     digest = inputs.digest()
     _drop_stale(store, run_id, stored_corpus(store, run_id, ALL_METRICS), digest)
     stored = stored_corpus(store, run_id, ALL_METRICS)
-    _reference_metrics(store, inputs, digest, stored, candidates, result, progress)
+    _reference_metrics(store, inputs, digest, stored, candidates, result, progress, analysis)
     if clip_scorer is None:
         result.notes.append("CLIPScore and RefCLIPScore skipped")
     else:
@@ -80,7 +88,7 @@ def _drop_stale(store: Store, run_id: int, stored: list[StoredCorpus], digest: s
 
 
 def _reference_metrics(store: Store, inputs: RunInputs, digest: str, stored: list[StoredCorpus], candidates: bool,
-                       result: EvalResult, progress: bool) -> None:
+                       result: EvalResult, progress: bool, analysis: str | None) -> None:
     items = inputs.with_refs
     if not items:
         for m in REFERENCE_METRICS:
@@ -104,7 +112,7 @@ def _reference_metrics(store: Store, inputs: RunInputs, digest: str, stored: lis
             todo.append(m)
         else:
             result.corpus[m] = row.value
-    cand_digest = _sha(digest, candidate_signature(store, inputs.run_id, items)) if candidates else ""
+    cand_digest = _sha(digest, candidate_signature(store, inputs.run_id, items, analysis)) if candidates else ""
     cand_rows = [_fresh(stored, m, impl[m], digest) for m in CANDIDATE_METRICS] if candidates else []
     cand_done = all(r is not None and r.details.get("candidates", {}).get("digest") == cand_digest for r in cand_rows)
     if candidates and cand_done and not set(CANDIDATE_METRICS) & set(todo):
@@ -114,88 +122,116 @@ def _reference_metrics(store: Store, inputs: RunInputs, digest: str, stored: lis
         cand_todo = candidates
     if not todo and not cand_todo:
         return
-    stages = {"BLEU" if m.startswith("Bleu") else m for m in todo}
-    bar = tqdm(total=1 + len(stages) + int(cand_todo), desc=f"eval run {inputs.run_id}", disable=not progress)
+    bar = tqdm(total=2 + len(todo) + int(cand_todo), desc=f"eval run {inputs.run_id}", disable=not progress)
     started = time.perf_counter()
-    cands = load_candidates(store, inputs.run_id, items) if cand_todo else []
-    texts = load_texts(store, inputs)
-    if cands:
-        load_texts(store, inputs, (t for _, _, t in cands))
-    bar.set_postfix_str("PTBTokenizer")
-    gts, res, cand_tok = _tokenize(inputs, items, texts, cands)
-    if todo:
-        _compute_reference(store, inputs, digest, items, gts, res, todo, impl, result, bar)
-    if cand_todo:
+    meteor: coco_caption.MeteorJob | None = None
+    failed: dict[str, str] = {}
+    if METEOR in todo:
+        try:  # first: its JVM loads its tables while the texts are tokenized
+            meteor = coco_caption.MeteorJob()
+        except MetricError as exc:
+            failed[METEOR] = str(exc)
+    session = None
+    try:
+        bar.set_postfix_str("PTBTokenizer")
+        session = MetricSession.open(store, inputs, items, candidates=cand_todo, analysis=analysis)
+        if session.note:
+            result.notes.append(session.note)
         bar.update(1)
-        bar.set_postfix_str("candidates")
-        _compute_candidates(store, inputs, digest, cand_digest, gts, cands, cand_tok, impl, result, progress)
+        if todo:
+            _compute_reference(store, inputs, digest, items, session, meteor, failed, todo, impl, result, bar)
+        if cand_todo:
+            bar.set_postfix_str("candidates")
+            _compute_candidates(store, inputs, digest, cand_digest, items, session, impl, result)
+            bar.update(1)
+    finally:
+        if meteor is not None:
+            meteor.close()
+        if session is not None:
+            session.close()
     bar.update(1)
     bar.close()
     _record_usage(store, time.perf_counter() - started, len(items))
 
 
-def _tokenize(inputs: RunInputs, items: list[int], texts: dict[str, str], cands: list[tuple[int, int, str]]):  # type: ignore[no-untyped-def]
-    """One PTBTokenizer call: the references, the captions and each distinct candidate text."""
-    ref_shas = [sha for i in items for sha in inputs.refs[i]]
-    cand_shas = list(dict.fromkeys(t for _, _, t in cands))
-    tokens = ptb_tokenize([texts[s] for s in ref_shas] + [texts[inputs.caption[i]] for i in items]
-                          + [texts[s] for s in cand_shas])
-    gts: dict[int, list[str]] = {}
-    pos = 0
-    for i in items:
-        n = len(inputs.refs[i])
-        gts[i] = tokens[pos : pos + n]
-        pos += n
-    res = {i: [tokens[pos + k]] for k, i in enumerate(items)}
-    pos += len(items)
-    return gts, res, dict(zip(cand_shas, tokens[pos:]))
+def _compute_reference(store: Store, inputs: RunInputs, digest: str, items: list[int], session: MetricSession,
+                       meteor: coco_caption.MeteorJob | None, failed: dict[str, str], todo: list[str],
+                       impl: dict[str, str], result: EvalResult, bar: Any) -> None:
+    """BLEU and CIDEr-D in DuckDB and ROUGE-L, stored while METEOR works in its JVM; then METEOR and SPICE.
 
-
-def _compute_reference(store: Store, inputs: RunInputs, digest: str, items: list[int], gts: dict, res: dict,
-                       todo: list[str], impl: dict[str, str], result: EvalResult, bar: Any) -> None:
-    def step(name: str) -> None:  # a stage starts: the one before it is done
-        bar.update(1)
-        bar.set_postfix_str(name)
-
-    scores = coco_caption.compute(gts, res, [m for m in todo if m != SPICE], step)
-    if SPICE in todo:
-        step(SPICE)
-        try:
-            scores.corpus[SPICE], scores.per_image[SPICE] = spice.spice(gts, res)
-            if not math.isfinite(scores.corpus[SPICE]):
-                del scores.corpus[SPICE]
-                scores.failed[SPICE] = "SPICE gave no score for some images"
-        except MetricError as exc:
-            scores.failed[SPICE] = str(exc)
-    result.unavailable.update(scores.failed)
+    Each metric's rows are replaced in their own transaction (a metric's corpus row and its item rows
+    together), so the first ones are written while METEOR still works.
+    """
+    ptb = session.ptb([inputs.caption[i] for i in items] + [sha for i in items for sha in inputs.refs[i]])
+    gts = {i: [ptb[sha] for sha in inputs.refs[i]] for i in items}
+    res = {i: [ptb[inputs.caption[i]]] for i in items}
+    if meteor is not None:
+        meteor.start(gts, res)
     details = {"digest": digest, "inputs": digest, "items": len(items),
                "tokenizer": "pycocoevalcap PTBTokenizer (stanford-corenlp-3.4.1, -preserveLines -lowerCase)"}
+    computed: dict[str, tuple[float, list[float]]] = {}
+    if set(todo) & {*BLEU, CIDER}:
+        bar.set_postfix_str("BLEU, CIDEr-D")
+        scores = session.caption_metrics(inputs.run_id, [inputs.external[i] for i in items])
+        for m in (*BLEU, CIDER):
+            if m in todo:
+                computed[m] = scores.corpus[m], [scores.per_item[m][i] for i in items]
+                bar.update(1)
+    if ROUGE_L in todo:
+        bar.set_postfix_str(ROUGE_L)
+        computed[ROUGE_L] = coco_caption.rouge_l(gts, res)
+        bar.update(1)
+    _store_scores(store, inputs, items, computed, impl, details, result)
+    computed = {}
+    if meteor is not None:
+        bar.set_postfix_str(METEOR)
+        try:
+            computed[METEOR] = meteor.result()
+        except MetricError as exc:
+            failed[METEOR] = str(exc)
+        bar.update(1)
+    if SPICE in todo:
+        bar.set_postfix_str(SPICE)
+        try:
+            value, per = spice.spice(gts, res)
+            if math.isfinite(value):
+                computed[SPICE] = value, per
+            else:
+                failed[SPICE] = "SPICE gave no score for some images"
+        except MetricError as exc:
+            failed[SPICE] = str(exc)
+        bar.update(1)
+    _store_scores(store, inputs, items, computed, impl, details, result)
+    result.unavailable.update(failed)
+
+
+def _store_scores(store: Store, inputs: RunInputs, items: list[int], computed: dict[str, tuple[float, list[float]]],
+                  impl: dict[str, str], details: dict[str, Any], result: EvalResult) -> None:
+    """Replace the run's rows of the ``computed`` metrics: corpus and per-item values."""
+    if not computed:
+        return
     rows = []
-    for m, value in scores.corpus.items():
+    for m, (value, per) in computed.items():
         rows.append(value_row(inputs.run_id, m, impl[m], value, details=details))
-        rows.extend(value_row(inputs.run_id, m, impl[m], v, item_id=i)
-                    for i, v in zip(items, scores.per_image[m]) if math.isfinite(v))
-    replace_values(store, inputs.run_id, {m: {impl[m]} for m in scores.corpus}, rows)
-    result.corpus.update(scores.corpus)
-    result.computed.extend(scores.corpus)
+        rows.extend(value_row(inputs.run_id, m, impl[m], v, item_id=i) for i, v in zip(items, per) if math.isfinite(v))
+    replace_values(store, inputs.run_id, {m: {impl[m]} for m in computed}, rows)
+    result.corpus.update({m: value for m, (value, _) in computed.items()})
+    result.computed.extend(computed)
 
 
-def _compute_candidates(store: Store, inputs: RunInputs, digest: str, cand_digest: str, gts: dict,
-                        cands: list[tuple[int, int, str]], tokens: dict[str, str], impl: dict[str, str],
-                        result: EvalResult, progress: bool) -> None:
-    pairs = list(dict.fromkeys((item, sha) for _, item, sha in cands))
-    tok_pairs = [(item, tokens[sha]) for item, sha in pairs]
-    bleu, cider = score_pairs(tok_pairs, gts, progress)
-    values = {"Bleu_4": bleu, "CIDEr": cider}
-    index = {pair: k for k, pair in enumerate(pairs)}
-    rows = (value_row(inputs.run_id, m, impl[m], values[m][index[(item, sha)]], item_id=item, candidate_id=cid)
-            for m in CANDIDATE_METRICS for cid, item, sha in cands)
-    replace_values(store, inputs.run_id, {m: {impl[m]} for m in CANDIDATE_METRICS}, rows, scopes=("candidate",))
-    info = {"digest": cand_digest, "count": len(cands), "distinct": len(pairs)}
+def _compute_candidates(store: Store, inputs: RunInputs, digest: str, cand_digest: str, items: list[int],
+                        session: MetricSession, impl: dict[str, str], result: EvalResult) -> None:
+    """BLEU-4 and CIDEr-D of every candidate (``sql/candidate_metrics.sql``), written in one transaction."""
+    import pyarrow as pa
+
+    tables = list(session.candidate_metrics(inputs.run_id, [inputs.external[i] for i in items]))
+    table = pa.concat_tables(tables) if tables else None
+    count, distinct = replace_candidate_values(store, inputs.run_id, {m: impl[m] for m in CANDIDATE_METRICS}, table)
+    info = {"digest": cand_digest, "count": count, "distinct": distinct}
     for row in stored_corpus(store, inputs.run_id, CANDIDATE_METRICS):
         if row.implementation == impl[row.metric]:
             set_corpus_details(store, inputs.run_id, row.metric, row.implementation, {**row.details, "candidates": info})
-    result.candidates = len(cands)
+    result.candidates = count
     result.computed.append("candidates")
 
 

@@ -7,16 +7,23 @@ candidates) go through one JVM; the temporary file goes to the system temp folde
 package folder (which may be read-only); and any line break inside a sentence becomes a space
 (the wrapper replaces only ``\\n``, so a ``\\r`` would shift every later sentence onto the wrong
 image). The output is checked to have one line per sentence.
+
+Every JVM capstore starts (this tokenizer, METEOR, SPICE) dies with the process that started it: on
+Linux the child asks the kernel for SIGKILL when its parent goes (``prctl(PR_SET_PDEATHSIG)``), so
+a killed ``capstore eval`` (SIGKILL included, when no ``finally`` runs) leaves no Java behind.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 from capstore.errors import CapstoreError
 
@@ -49,6 +56,56 @@ def require_java() -> str:
     return java
 
 
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl  # type: ignore[no-any-return]
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _prctl()  # looked up here, in the parent: the child between fork and exec only calls it
+
+
+def dies_with_parent() -> dict[str, Any]:
+    """``subprocess`` keyword arguments that make the child get SIGKILL when this process dies.
+
+    The kernel sends the signal when the *thread* that started the child ends, so start a child
+    from the thread that waits for it (capstore does). If this process died between the fork and
+    the ``prctl``, the child sees another parent and exits at once. Nothing on other systems.
+    """
+    if _PRCTL is None:
+        return {}
+    prctl, parent = _PRCTL, os.getpid()
+
+    def preexec() -> None:  # runs in the child, before exec: only async-signal-safe calls
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return {"preexec_fn": preexec}
+
+
+def java_popen(cmd: Sequence[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    """``subprocess.Popen`` of a JVM that dies with this process."""
+    return subprocess.Popen(list(cmd), **kwargs, **dies_with_parent())
+
+
+def run_java(cmd: Sequence[str], timeout_s: float, **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
+    """``subprocess.run`` of a JVM that dies with this process (stdout and stderr captured)."""
+    return subprocess.run(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout_s,
+                          **kwargs, **dies_with_parent())
+
+
+def meteor_command(jar: str) -> list[str]:
+    """The command pycocoevalcap's ``Meteor`` runs (METEOR 1.5 over stdio, English, normalised)."""
+    return ["java", "-jar", "-Xmx2G", jar, "-", "-", "-stdio", "-l", "en", "-norm"]
+
+
 def _tokenizer_module():  # type: ignore[no-untyped-def]
     from pycocoevalcap.tokenizer import ptbtokenizer
 
@@ -70,7 +127,7 @@ def ptb_tokenize(sentences: Sequence[str]) -> list[str]:
         cmd = [java, "-cp", str(jar_dir / ptb.STANFORD_CORENLP_3_4_1_JAR), "edu.stanford.nlp.process.PTBTokenizer",
                "-preserveLines", "-lowerCase", str(path)]
         try:
-            done = subprocess.run(cmd, cwd=jar_dir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=limit)
+            done = run_java(cmd, limit, cwd=jar_dir)
         except subprocess.TimeoutExpired as exc:
             raise MetricError(f"PTBTokenizer timed out after {limit:g} s on {len(sentences)} sentences "
                               "(raise CAPSTORE_JAVA_TIMEOUT)") from exc

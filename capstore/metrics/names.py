@@ -21,8 +21,11 @@ ALL_METRICS = (*REFERENCE_METRICS, *CLIP_METRICS)
 # Computed for every candidate with ``--candidates``.
 CANDIDATE_METRICS = ("Bleu_4", CIDER)
 
-EVAL_VERSION = 1
+EVAL_VERSION = 2  # 2: BLEU and CIDEr-D computed by the sql/ queries in DuckDB (equal to pycocoevalcap to 1e-9)
 CLIPSCORE_VERSION = 1
+
+# pycocoevalcap's PTBTokenizer: Stanford CoreNLP 3.4.1, -preserveLines -lowerCase, its punctuation removed.
+TOKENIZER = "ptb-corenlp-3.4.1+pycocoevalcap-punct"
 
 _SLUGS = {**{m: "bleu" for m in BLEU}, METEOR: "meteor-1.5", ROUGE_L: "rouge-l", CIDER: "cider-d", SPICE: "spice-1.0"}
 
@@ -38,8 +41,11 @@ def pycocoevalcap_version() -> str:
 
 
 def reference_implementation(metric: str) -> str:
-    """E.g. ``pycocoevalcap-1.2/cider-d+ptb/capstore-eval-1`` (PTB-tokenized inputs, as COCOEvalCap)."""
-    return f"pycocoevalcap-{pycocoevalcap_version()}/{_SLUGS[metric]}+ptb/capstore-eval-{EVAL_VERSION}"
+    """E.g. ``capstore-sql/cider-d+ptb/capstore-eval-2`` (BLEU and CIDEr-D: the shipped DuckDB queries,
+    pycocoevalcap's formulas) or ``pycocoevalcap-1.2/meteor-1.5+ptb/capstore-eval-2`` (PTB-tokenized
+    inputs, as COCOEvalCap)."""
+    code = "capstore-sql" if metric in (*BLEU, CIDER) else f"pycocoevalcap-{pycocoevalcap_version()}"
+    return f"{code}/{_SLUGS[metric]}+ptb/capstore-eval-{EVAL_VERSION}"
 
 
 def clip_implementation(scorer_spec: str) -> str:

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Hashable
 
-from capstore.metrics.java import MetricError, require_java, timeout
+from capstore.metrics.java import MetricError, require_java, run_java, timeout
 
 CORENLP_JARS = ("stanford-corenlp-3.6.0.jar", "stanford-corenlp-3.6.0-models.jar")
 
@@ -51,7 +51,7 @@ def spice(gts: dict[Hashable, list[str]], res: dict[Hashable, list[str]]) -> tup
         src.write_text(json.dumps(data))
         cmd = [java, "-jar", "-Xmx8G", "spice-1.0.jar", str(src), "-out", str(out), "-subset", "-silent"]
         try:
-            done = subprocess.run(cmd, cwd=spice_dir(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=limit)
+            done = run_java(cmd, limit, cwd=spice_dir())
         except subprocess.TimeoutExpired as exc:
             raise MetricError(f"SPICE timed out after {limit:g} s (raise CAPSTORE_JAVA_TIMEOUT)") from exc
         if done.returncode != 0 or not out.is_file():

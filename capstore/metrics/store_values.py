@@ -1,6 +1,10 @@
 """What an evaluation reads from the store (a run's captions, references, images, candidates) and
 the metric values it writes back, with the digests that tell whether stored values are current.
 
+Corpus and item values are ``metric_values`` rows; BLEU-4 and CIDEr-D of candidates are typed
+columns of ``candidate_eval_values``, one ``candidate_evals`` row per evaluation naming each
+column's implementation (millions of values a run: ~16 bytes each instead of a text-keyed row).
+
 Unchanged detection: every corpus row keeps in ``details`` the digest of what it was computed from
 (``inputs``: the (item, caption sha) pairs and each item's reference shas in order; ``digest``: that
 plus whatever else the metric depends on, e.g. the scorer and the image shas). A metric whose corpus
@@ -12,17 +16,23 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from sqlalchemy import delete, func, select, update
 
 from capstore.errors import InputError
-from capstore.store.content import get_texts, insert_ignore
+from capstore.store.content import get_texts
 from capstore.store.engine import Store
-from capstore.store.schema import Candidate, Caption, Dataset, Item, MetricValue, Reference, Run, Split
+from capstore.store.ids import check_run_id
+from capstore.store.schema import (CANDIDATE_METRIC_COLUMNS, Candidate, CandidateEval, CandidateEvalValue, Caption,
+                                   Dataset, Item, MetricValue, Reference, Run, Split, utcnow)
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
-_WRITE_CHUNK = 30_000
+_WRITE_CHUNK = 100_000
+_BULK_CHUNK = 500_000
 
 
 def _sha(*parts: str) -> str:
@@ -61,6 +71,7 @@ class RunInputs:
 
 def load_inputs(store: Store, run_id: int) -> RunInputs:
     """The run's captions, references and image shas; InputError for an unknown or caption-less run."""
+    check_run_id(run_id)
     with store.read() as s:
         row = s.execute(select(Run.method, Dataset.name, Split.name).join(Split, Split.id == Run.split_id)
                         .join(Dataset, Dataset.id == Split.dataset_id).where(Run.id == run_id)).first()
@@ -110,23 +121,34 @@ def stored_corpus(store: Store, run_id: int, metrics: Sequence[str]) -> list[Sto
     return [StoredCorpus(m, impl, float(v), dict(d or {})) for m, impl, v, d in rows]
 
 
-def candidate_signature(store: Store, run_id: int, items: Sequence[int]) -> str:
+def candidate_signature(store: Store, run_id: int, items: Sequence[int], analysis: str | None = None) -> str:
     """Count, id sum and largest id of the run's candidates: candidates are only ever added or
-    deleted, never changed, so equal signatures mean the same candidates."""
-    with store.read() as s:
-        n, total, top = s.execute(select(func.count(), func.coalesce(func.sum(Candidate.id), 0),
-                                         func.coalesce(func.max(Candidate.id), 0))
-                                  .where(Candidate.run_id == run_id)).one()
-    return f"{n}:{total}:{top}:{len(items)}"
+    deleted, never changed, so equal signatures mean the same candidates. Read from the analysis
+    mirror (synced first: milliseconds for millions of candidates), else from the store."""
+    from capstore.analysis.mirror import MIRROR_CATALOG, MirrorBusy, _attach_read_only, mirror_path, sync_mirror
 
+    path = mirror_path(store, analysis)
+    row = None
+    if path is not None:
+        import duckdb
 
-def load_candidates(store: Store, run_id: int, items: Sequence[int]) -> list[tuple[int, int, str]]:
-    """(candidate id, item id, text sha) of the run's candidates of ``items``."""
-    wanted = set(items)
-    with store.read() as s:
-        rows = s.execute(select(Candidate.id, Candidate.item_id, Candidate.text_sha)
-                         .where(Candidate.run_id == run_id).order_by(Candidate.id)).all()
-    return [(c, i, t) for c, i, t in rows if i in wanted]
+        try:
+            sync_mirror(store, path)
+            con = duckdb.connect(":memory:")
+            try:
+                _attach_read_only(con, path)
+                row = con.execute(f"SELECT count(*), coalesce(sum(id), 0), coalesce(max(id), 0) "
+                                  f"FROM {MIRROR_CATALOG}.main.candidates WHERE run_id = ?", [run_id]).fetchone()
+            finally:
+                con.close()
+        except (MirrorBusy, duckdb.Error):
+            row = None
+    if row is None:
+        with store.read() as s:
+            row = s.execute(select(func.count(), func.coalesce(func.sum(Candidate.id), 0),
+                                   func.coalesce(func.max(Candidate.id), 0)).where(Candidate.run_id == run_id)).one()
+    n, total, top = row
+    return f"{int(n)}:{int(total)}:{int(top)}:{len(items)}"
 
 
 def value_row(run_id: int, metric: str, implementation: str, value: float, *, item_id: int | None = None,
@@ -144,22 +166,89 @@ def value_row(run_id: int, metric: str, implementation: str, value: float, *, it
 
 def replace_values(store: Store, run_id: int, replaced: dict[str, set[str]], rows: Iterable[dict[str, Any]],
                    scopes: Sequence[str] = ("corpus", "item", "candidate")) -> None:
-    """In one transaction: delete the run's rows of each metric's ``replaced`` implementations (in
-    ``scopes``), then insert ``rows`` (consumed in chunks: millions of candidate rows never sit in
-    memory at once)."""
-    with store.write() as s:
+    """In one transaction: delete the run's values of each metric's ``replaced`` implementations (in
+    ``scopes``; candidate scope includes the metric's column of ``candidate_eval_values``), then insert
+    ``rows`` (in chunks, through the bulk writer: millions of rows never sit in memory at once; every
+    row is new, its group was just deleted)."""
+    from capstore.store.bulk import insert_rows
+
+    with store.write(bulk=True) as s:
         for metric, impls in replaced.items():
             if impls:
                 s.execute(delete(MetricValue).where(MetricValue.run_id == run_id, MetricValue.metric == metric,
                                                     MetricValue.implementation.in_(sorted(impls)),
                                                     MetricValue.scope.in_(list(scopes))))
-        chunk: list[dict[str, Any]] = []
+        if "candidate" in scopes:
+            _drop_candidate_columns(s, run_id, replaced)
+        now = utcnow()
+        chunk: list[tuple[Any, ...]] = []
         for row in rows:
-            chunk.append(row)
+            chunk.append(tuple(row.get(c) if c != "created_at" else now for c in VALUE_COLUMNS))
             if len(chunk) == _WRITE_CHUNK:
-                insert_ignore(s, MetricValue, chunk)
+                insert_rows(s, MetricValue.__table__, VALUE_COLUMNS, chunk)
                 chunk = []
-        insert_ignore(s, MetricValue, chunk)
+        insert_rows(s, MetricValue.__table__, VALUE_COLUMNS, chunk)
+
+
+VALUE_COLUMNS = ("run_id", "metric", "scope", "subject", "item_id", "candidate_id", "value", "implementation",
+                 "details", "created_at")
+EVAL_VALUE_COLUMNS = ("eval_id", "candidate_id", "bleu_4", "cider")
+
+
+def _drop_candidate_columns(s: Any, run_id: int, dropped: dict[str, set[str]]) -> None:
+    """Remove the run's candidate values of each metric's ``dropped`` implementations: an evaluation left
+    with no metric is deleted with its values; one that keeps another metric has the dropped columns
+    emptied (rare: the two are computed and replaced together)."""
+    dropped = {m: i for m, i in dropped.items() if i and m in CANDIDATE_METRIC_COLUMNS}
+    if not dropped:
+        return
+    impl_cols = {m: getattr(CandidateEval, f"{c}_implementation") for m, c in CANDIDATE_METRIC_COLUMNS.items()}
+    evals = s.execute(select(CandidateEval.id, *impl_cols.values()).where(CandidateEval.run_id == run_id)).all()
+    for eval_id, *impls in evals:
+        now = dict(zip(impl_cols, impls))
+        gone = [m for m, i in now.items() if i is not None and i in dropped.get(m, ())]
+        if not gone:
+            continue
+        if all(now[m] is None for m in now if m not in gone):
+            # Values first: a bulk transaction on SQLite runs without foreign keys, so without cascades.
+            s.execute(delete(CandidateEvalValue).where(CandidateEvalValue.eval_id == eval_id))
+            s.execute(delete(CandidateEval).where(CandidateEval.id == eval_id))
+        else:
+            s.execute(update(CandidateEvalValue).where(CandidateEvalValue.eval_id == eval_id)
+                      .values({CANDIDATE_METRIC_COLUMNS[m]: None for m in gone}))
+            s.execute(update(CandidateEval).where(CandidateEval.id == eval_id)
+                      .values({impl_cols[m].key: None for m in gone}))
+
+
+def replace_candidate_values(store: Store, run_id: int, implementations: dict[str, str],
+                             table: "pa.Table | None") -> tuple[int, int]:
+    """In one bulk transaction: remove the run's candidate values of each metric's implementation, then
+    write the values of ``table`` (``sql/candidate_metrics.sql``'s rows: ``candidate_id``, ``item_id``,
+    ``text_sha``, ``bleu_4``, ``cider``; candidates without values are left out) as a new evaluation.
+    Returns (candidates with values, distinct (item, text) pairs among them)."""
+    from capstore.store.bulk import insert_rows
+
+    with store.write(bulk=True) as s:
+        _drop_candidate_columns(s, run_id, {m: {i} for m, i in implementations.items()})
+        if table is None or not table.num_rows:
+            return 0, 0
+        import pyarrow.compute as pc
+
+        valid = table.filter(pc.and_(pc.is_valid(table["bleu_4"]), pc.is_valid(table["cider"])))
+        impl_of = {f"{CANDIDATE_METRIC_COLUMNS[m]}_implementation": i for m, i in implementations.items()}
+        evaluation = CandidateEval(run_id=run_id, created_at=utcnow(), **impl_of)
+        s.add(evaluation)
+        s.flush()
+        ids = valid["candidate_id"].to_pylist()
+        columns = {c: valid[c].to_pylist() if m in implementations else [None] * len(ids)
+                   for m, c in CANDIDATE_METRIC_COLUMNS.items()}
+        for start in range(0, len(ids), _BULK_CHUNK):
+            end = start + _BULK_CHUNK
+            insert_rows(s, CandidateEvalValue.__table__, EVAL_VALUE_COLUMNS,
+                        list(zip([evaluation.id] * (end - start), ids[start:end],
+                                 *(columns[c][start:end] for c in CANDIDATE_METRIC_COLUMNS.values()))))
+        distinct = valid.group_by(["item_id", "text_sha"]).aggregate([]).num_rows
+    return valid.num_rows, distinct
 
 
 def set_corpus_details(store: Store, run_id: int, metric: str, implementation: str, details: dict[str, Any]) -> None:
@@ -167,3 +256,18 @@ def set_corpus_details(store: Store, run_id: int, metric: str, implementation: s
         s.execute(update(MetricValue).where(MetricValue.run_id == run_id, MetricValue.metric == metric,
                                             MetricValue.scope == "corpus", MetricValue.implementation == implementation)
                   .values(details=details))
+
+
+def stored_candidate_values(store: Store, run_id: int) -> dict[tuple[str, int], tuple[float, str]]:
+    """The run's candidate values: (metric, candidate id) -> (value, implementation), of every evaluation."""
+    columns = {m: (getattr(CandidateEvalValue, c), getattr(CandidateEval, f"{c}_implementation"))
+               for m, c in CANDIDATE_METRIC_COLUMNS.items()}
+    out: dict[tuple[str, int], tuple[float, str]] = {}
+    with store.read() as s:
+        for metric, (value, impl) in columns.items():
+            rows = s.execute(select(CandidateEvalValue.candidate_id, value, impl)
+                             .join(CandidateEval, CandidateEval.id == CandidateEvalValue.eval_id)
+                             .where(CandidateEval.run_id == run_id, value.is_not(None), impl.is_not(None))
+                             .order_by(CandidateEval.id)).all()
+            out.update({(metric, int(c)): (float(v), str(i)) for c, v, i in rows})
+    return out

@@ -1,9 +1,15 @@
 """MILS over a claimed batch of items: iteration 0 from the pool, then generate → score → keep.
 
+The same loop captions images, videos and audio clips: the items' media come from the engine's
+loader and the scorer embeds them (``capstore.methods.modalities``: ``encode_images``, or
+``encode_media`` for a video or audio scorer, where a medium that cannot be decoded fails its own
+item with an error row); everything after that is embeddings and texts.
+
 Work is batched across images: one scorer call embeds all images of the batch, the pool is embedded
-once per process (through the embedding cache, so once per store), iteration 0 is one matrix
-product, and each later iteration sends every active image's prompt to the generator in one call
-and scores all new candidates in one call. The batch's steps of an iteration are committed together
+once per store (through the embedding cache, under a store-wide lock so that workers starting
+together do not all encode it: one does, the others then read it from the cache), iteration 0 is
+one matrix product, and each later iteration sends every active image's prompt to the generator in
+one call and scores all new candidates in one call. The batch's steps of an iteration are committed together
 (``steps.commit_steps``, one transaction), so a kill loses at most the iteration in flight.
 """
 
@@ -15,13 +21,15 @@ from typing import Any
 import numpy as np
 from sqlalchemy import select
 
-from capstore.backends.base import CallContext, ImageRef
-from capstore.methods.mils import format_prompt, keep_top, parse_candidates, should_stop
+from capstore.backends.base import CallContext
+from capstore.methods.mils import format_prompt, keep_top, parse_candidates, pool_top, should_stop
+from capstore.methods.modalities import embed_media
 from capstore.methods.pool import load_pool
 from capstore.runs.config import RunConfig, item_seed
 from capstore.runs.steps import Step, commit_steps, fail_item, record_error
 from capstore.store.content import get_texts, sha256_text
 from capstore.store.engine import Store
+from capstore.store.locks import store_lock
 from capstore.store.schema import Candidate, Caption, IterationState
 
 MAX_ATTEMPTS = 3  # failed generation calls (after the backend's own retries) before an item fails
@@ -31,7 +39,7 @@ MAX_ATTEMPTS = 3  # failed generation calls (after the backend's own retries) be
 class ItemState:
     work_id: int
     item_id: int
-    image: ImageRef
+    image: Any  # the item's medium: an ImageRef, or a MediaRef (video, audio clip); ``.sha256`` keys it
     done: int  # iterations committed (-1: none)
     kept: list[tuple[str, float]] = field(default_factory=list)
     history: list[float] = field(default_factory=list)  # best score after each iteration
@@ -59,9 +67,10 @@ class MilsWorker:
 
     def process(self, states: list[ItemState], attempts: dict[int, int]) -> None:
         self.attempts = attempts
-        embeddings = self.scorer.encode_images([st.image for st in states], self.ctx)
+        embeddings, failed = embed_media(self.scorer, [st.image for st in states], self.ctx)
         for st, emb in zip(states, embeddings):
             st.embedding = emb
+        states = self._drop_undecodable(states, failed)
         self._load_progress([st for st in states if st.done >= 0])
         fresh = [st for st in states if st.done < 0]
         if fresh:
@@ -71,13 +80,26 @@ class MilsWorker:
             if due:
                 self._iteration(due, iteration)
 
+    def _drop_undecodable(self, states: list[ItemState], failed: dict[str, str]) -> list[ItemState]:
+        """Fail (for good, with an error row) the items whose medium the scorer could not decode."""
+        for st in states:
+            if st.image.sha256 in failed:
+                kind = getattr(st.image, "kind", "image")
+                record_error(self.store, self.run_id, st.item_id, f"encode_{kind}", f"corrupt_{kind}",
+                             failed[st.image.sha256])
+                fail_item(self.store, st.work_id, self.worker, final=True)
+        return [st for st in states if st.image.sha256 not in failed]
+
     # -- iteration 0 ----------------------------------------------------------------------------
 
     def _pool_matrix(self) -> tuple[list[str], np.ndarray]:
         if self._pool is None:
             assert self.cfg.pool_sha is not None
             lines = load_pool(self.store, self.cfg.pool_sha)
-            self._pool = (lines, self.scorer.encode_texts(lines, CallContext(self.run_id, self.worker, "encode_pool")))
+            scorer = self.scorer
+            with store_lock(self.store, f"encode-pool:{scorer.model_id}:{self.cfg.pool_sha}"):
+                matrix = scorer.encode_texts(lines, CallContext(self.run_id, self.worker, "encode_pool"))
+            self._pool = (lines, matrix)
         return self._pool
 
     def _iteration_zero(self, states: list[ItemState]) -> None:
@@ -87,11 +109,9 @@ class MilsWorker:
         seeds = self._init_seeds([st.item_id for st in states])
         seed_texts = sorted({t for ts in seeds.values() for t in ts})
         seed_emb = self.scorer.encode_texts(seed_texts, self.ctx) if seed_texts else None
-        k = min(self.cfg.keep, len(lines))
         results = []
         for row, st in enumerate(states):
-            top = np.argpartition(-scores[row], k - 1)[:k]
-            found = {lines[j]: float(scores[row, j]) for j in top}
+            found = dict(pool_top(lines, scores[row], self.cfg.keep))  # MILS's order: ties in pool order
             new = [(t, "pool", s) for t, s in found.items()]
             for text in seeds.get(st.item_id, []):
                 score = float(seed_emb[seed_texts.index(text)] @ st.embedding)  # type: ignore[index]

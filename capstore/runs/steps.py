@@ -7,6 +7,10 @@ their scores and ranks; (4) the iteration states (kept set as [text sha, score] 
 (5) on an item's last step, the final caption. The primary/unique keys of (2)-(5) make completing an
 item twice impossible even if two workers raced. Rows go through ``store.bulk.insert_rows`` in a
 bulk transaction: references are checked once per distinct run, item and text.
+
+Lock order (PostgreSQL): the batch's work items first, in id order, then the texts in sha order
+(``insert_ignore``), so two workers' commits never wait on each other in a cycle. A transaction the
+database still aborts (deadlock, SQLite busy) is run again whole (``Store.transact``).
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ from itertools import groupby
 from statistics import fmean
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from capstore.runs.leases import store_now
 from capstore.store.bulk import insert_rows
 from capstore.store.content import put_texts
 from capstore.store.engine import Store
@@ -48,20 +53,20 @@ class Step:
     caption: tuple[str, float | None, int] | None = None  # (text, score, iteration found), when final
 
 
-def commit_step(store: Store, run_id: int, worker: str, step: Step, lease_seconds: int) -> None:
+def commit_step(store: Store, run_id: int, worker: str, step: Step, lease_seconds: float) -> None:
     """Write one ``step`` atomically; raises LeaseLost if this worker no longer owns the item."""
     if commit_steps(store, run_id, worker, [step], lease_seconds):
         raise LeaseLost(f"item {step.item_id} iteration {step.iteration}")
 
 
-def commit_steps(store: Store, run_id: int, worker: str, steps: list[Step], lease_seconds: int) -> list[Step]:
+def commit_steps(store: Store, run_id: int, worker: str, steps: list[Step], lease_seconds: float) -> list[Step]:
     """Write ``steps`` (an item's steps in iteration order) in one transaction; returns those lost.
 
     A lost step is one whose item this worker no longer holds at that iteration; it is not written,
     and the other steps are unaffected.
     """
-    now = utcnow()
-    with store.write(bulk=True) as s:
+    def unit(s: Session) -> set[tuple[int, int]]:
+        now = store_now(s)
         moved = _advance(s, worker, steps, now, lease_seconds)
         done = [st for st in steps if (st.work_id, st.iteration) in moved]
         texts = [t for st in done for t, _, _ in st.new] + [t for st in done for t, _ in st.kept]
@@ -73,10 +78,13 @@ def commit_steps(store: Store, run_id: int, worker: str, steps: list[Step], leas
         insert_rows(s, Caption.__table__, CAPTION_COLUMNS,
                     [(run_id, st.item_id, sha[st.caption[0]], st.caption[1], st.caption[2], now)
                      for st in done if st.caption])
+        return moved
+
+    moved = store.transact(unit, bulk=True)
     return [st for st in steps if (st.work_id, st.iteration) not in moved]
 
 
-def _advance(s: Session, worker: str, steps: list[Step], now: datetime, lease_seconds: int) -> set[tuple[int, int]]:
+def _advance(s: Session, worker: str, steps: list[Step], now: datetime, lease_seconds: float) -> set[tuple[int, int]]:
     """Move each step's work item to its iteration if this worker holds it there; returns (work id, iteration) moved.
 
     One UPDATE … RETURNING per (iteration, final, stopped early) group, lowest iteration first, so
@@ -86,6 +94,11 @@ def _advance(s: Session, worker: str, steps: list[Step], now: datetime, lease_se
         return st.iteration, st.final, st.stopped_early
 
     moved: set[tuple[int, int]] = set()
+    if s.get_bind().dialect.name == "postgresql":  # lock the rows in one order (SQLite has one writer)
+        all_ids = sorted({st.work_id for st in steps})
+        for start in range(0, len(all_ids), _MAX_IDS):
+            s.execute(select(WorkItem.id).where(WorkItem.id.in_(all_ids[start:start + _MAX_IDS]))
+                      .order_by(WorkItem.id).with_for_update())
     for (iteration, final, stopped), members in groupby(sorted(steps, key=group), key=group):
         ids = [st.work_id for st in members]
         values: dict[str, object] = {"iterations_done": iteration, "updated_at": now,
@@ -121,13 +134,13 @@ def _state_row(run_id: int, st: Step, sha: dict[str, str], now: datetime) -> tup
 def record_error(store: Store, run_id: int, item_id: int | None, stage: str, kind: str, message: str,
                  attempt: int = 1) -> None:
     """An error row (its own transaction: it must survive the step's rollback)."""
-    with store.write() as s:
-        s.add(ErrorEvent(run_id=run_id, item_id=item_id, stage=stage, kind=kind,
-                         message=message.splitlines()[0][:2000] if message else kind, attempt=attempt))
+    store.transact(lambda s: s.add(ErrorEvent(
+        run_id=run_id, item_id=item_id, stage=stage, kind=kind,
+        message=message.splitlines()[0][:2000] if message else kind, attempt=attempt)))
 
 
 def fail_item(store: Store, work_id: int, worker: str, final: bool) -> None:
     """After an error: give the item back for a retry, or mark it failed for good."""
-    with store.write() as s:
-        s.execute(update(WorkItem).where(WorkItem.id == work_id, WorkItem.lease_owner == worker).values(
-            status="failed" if final else "pending", lease_owner=None, lease_expires_at=None, updated_at=utcnow()))
+    store.transact(lambda s: s.execute(update(WorkItem).where(WorkItem.id == work_id, WorkItem.lease_owner == worker)
+                                       .values(status="failed" if final else "pending", lease_owner=None,
+                                               lease_expires_at=None, updated_at=utcnow())))

@@ -34,10 +34,18 @@ def _table(model_or_table: type[Base] | Table) -> Table:
 
 
 def insert_ignore(session: Session, model: type[Base] | Table, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Bulk ``INSERT … ON CONFLICT DO NOTHING`` of ``rows`` (all with the same keys)."""
+    """Bulk ``INSERT … ON CONFLICT DO NOTHING`` of ``rows`` (all with the same keys).
+
+    Rows keyed by their own primary key go in key order: an insert that meets another
+    transaction's uncommitted row of the same key waits for it, so two transactions inserting
+    overlapping keys in different orders deadlock on PostgreSQL; in one global order they cannot.
+    """
     if not rows:
         return
     table = _table(model)
+    key = [c.name for c in table.primary_key.columns]
+    if key and all(k in rows[0] for k in key):
+        rows = sorted(rows, key=lambda row: tuple(row[k] for k in key))
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     stmt = insert(table).on_conflict_do_nothing()

@@ -12,15 +12,17 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
+from urllib.parse import quote
 
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.engine import URL, Connection, Engine, ExceptionContext, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from capstore.errors import StoreError
+from capstore.errors import StoreError, first_line
 
+T = TypeVar("T")
 DEFAULT_DB = "capstore.db"
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 SQLITE_DEFAULT_CACHE_KIB = -2_000  # SQLite's own default (negative: KiB)
@@ -30,6 +32,8 @@ SQLITE_BULK_CACHE_KIB = -262_144  # 256 MiB for bulk transactions: the unique in
 def resolve_url(db: str | None = None) -> str:
     """Turn ``--db`` / ``CAPSTORE_DB`` (a file path or any SQLAlchemy URL) into a URL."""
     db = db or os.environ.get("CAPSTORE_DB") or DEFAULT_DB
+    if "\x00" in db:
+        raise StoreError(f"--db {db!r} contains a NUL character")
     if "://" not in db:
         return f"sqlite:///{Path(db).expanduser().resolve()}"
     if db.startswith(("postgresql://", "postgres://")):
@@ -38,7 +42,17 @@ def resolve_url(db: str | None = None) -> str:
     return db
 
 
-def _sqlite_engine(url: str) -> Engine:
+SQLITE_HEADER = b"SQLite format 3\x00"
+_EMPTY_OR_CAPSTORE = "SELECT count(*) = 0 OR max(name = 'alembic_version') FROM sqlite_master"
+
+
+def _sqlite_engine(url: str, mode: str = "rw") -> Engine:
+    """An engine on a SQLite file; ``mode`` ``ro`` or ``immutable`` opens it read-only (see ``_sqlite_mode``)."""
+    path = make_url(url).database
+    if mode != "rw" and path:
+        # SQLite's URI form; the file name is percent-encoded so that '?', '#' and '%' stay in the name.
+        query = {"mode": "ro", "uri": "true", **({"immutable": "1"} if mode == "immutable" else {})}
+        url = URL.create("sqlite", database="file:" + quote(path), query=query)  # type: ignore[assignment]
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
 
     @event.listens_for(engine, "connect")
@@ -46,7 +60,10 @@ def _sqlite_engine(url: str) -> Engine:
         # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
+        # WAL for a new file or a capstore store only: a database of something else (refused unless
+        # `capstore db upgrade` is asked) keeps its journal mode, and a read-only connection cannot switch.
+        if mode == "rw" and cur.execute(_EMPTY_OR_CAPSTORE).fetchone()[0]:
+            cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cur.execute("PRAGMA synchronous=NORMAL")
@@ -55,14 +72,18 @@ def _sqlite_engine(url: str) -> Engine:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         options = conn.get_execution_options()
+        if options.get("capstore_write") and mode != "rw":
+            # Before anything is written: a read-only store refuses the whole command in one line.
+            raise StoreError(f"store {path} is read-only ({_why_read_only(Path(path or ''))}): reading commands "
+                             "work on it, this one writes")
         if options.get("capstore_bulk"):
             # Only outside a transaction do these take effect. store.bulk.insert_rows checks the
             # references of its rows set-wise instead of per row; checkin puts both back.
             conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
             conn.exec_driver_sql(f"PRAGMA cache_size={SQLITE_BULK_CACHE_KIB}")
             conn.info["capstore_bulk"] = True
-        mode = "IMMEDIATE" if options.get("capstore_write") else "DEFERRED"
-        conn.exec_driver_sql(f"BEGIN {mode}")
+        begin = "IMMEDIATE" if options.get("capstore_write") else "DEFERRED"
+        conn.exec_driver_sql(f"BEGIN {begin}")
 
     @event.listens_for(engine, "checkin")
     def _on_checkin(dbapi_conn, record) -> None:  # type: ignore[no-untyped-def]
@@ -73,31 +94,135 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
+def _sqlite_mode(path: Path) -> str:
+    """How to open a SQLite file: ``rw``; ``ro`` when it cannot be written; ``immutable`` when not even
+    SQLite's ``-shm`` can be made.
+
+    SQLite reads a read-only WAL store only if its ``-shm`` and ``-wal`` files exist or can be created,
+    or if it is opened ``immutable`` (https://sqlite.org/wal.html, "Read-Only Databases"). Immutable is
+    used only when the folder is not writable and there is no ``-wal``: no writer is at work then (a
+    writer keeps its journal in that folder). One that another user starts meanwhile is not seen.
+    """
+    if not path.exists() or (os.access(path, os.W_OK) and _folder_writable(path)):
+        return "rw"
+    if _folder_writable(path):
+        return "ro"
+    wal, shm = (path.with_name(path.name + ext) for ext in ("-wal", "-shm"))
+    if wal.exists() and wal.stat().st_size > 0:
+        if not shm.exists():
+            raise StoreError(f"cannot read store {path}: its {wal.name} holds changes not yet in the file, and "
+                             f"SQLite cannot create the {shm.name} it needs to read them ({_why_read_only(path)}); "
+                             "open it once where it can be written")
+        return "ro"
+    return "immutable"
+
+
+def _folder_writable(path: Path) -> bool:
+    return os.access(path.parent, os.W_OK | os.X_OK)
+
+
+def _why_read_only(path: Path) -> str:
+    try:
+        if os.statvfs(path.parent).f_flag & os.ST_RDONLY:
+            return "on a read-only file system"
+    except OSError:
+        pass
+    return "its folder is not writable" if not _folder_writable(path) else "the file is not writable"
+
+
+def is_read_only(engine: Engine) -> bool:
+    """Whether ``engine`` opened its SQLite store read-only (the file or its folder is not writable)."""
+    return engine.dialect.name == "sqlite" and engine.url.query.get("mode") == "ro"
+
+
+def _check_sqlite_file(path: Path) -> None:
+    """Refuse what SQLite cannot open as a store: a folder, a device, a file that is not SQLite."""
+    if not path.exists():
+        if not path.parent.is_dir():
+            raise StoreError(f"cannot open store {path}: folder {path.parent} does not exist")
+        if not _folder_writable(path):
+            raise StoreError(f"cannot create store {path}: {_why_read_only(path)}")
+        return
+    if path.is_dir():
+        raise StoreError(f"cannot open store {path}: it is a folder, not a SQLite file")
+    if not path.is_file():
+        raise StoreError(f"cannot open store {path}: not a regular file (a device, pipe or socket)")
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise StoreError(f"cannot open store {path}: {exc.strerror or exc}") from exc
+    if head and head != SQLITE_HEADER:
+        raise StoreError(f"{path} is not a SQLite database (it starts with {head[:8]!r}); "
+                         "--db must name a capstore store, a new file or a database URL")
+
+
+def _one_line_errors(engine: Engine, where: str) -> None:
+    """Turn the database errors a user can fix (disk full, read-only, not a database, text the server
+    cannot store) into one-line StoreErrors; transient ones (busy, deadlock) are left to retries."""
+
+    @event.listens_for(engine, "handle_error")
+    def _handle(context: ExceptionContext) -> None:
+        message = store_error_message(context.original_exception)
+        if message is not None:
+            raise StoreError(f"store {where}: {message}") from context.original_exception
+
+
+def store_error_message(exc: BaseException) -> str | None:
+    """A one-line explanation of a database error the user can fix, or None for any other error."""
+    line = first_line(exc)
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    state = getattr(exc, "sqlstate", None) or ""
+    if name in ("SQLITE_FULL", "SQLITE_IOERR_SHMSIZE") or state == "53100" or "No space left on device" in line:
+        return (f"the disk is full ({line}); the transaction that hit it stored nothing: free space and "
+                "run the command again (a run resumes where it stopped)")
+    if name.startswith("SQLITE_READONLY") or state == "25006":
+        return f"read-only ({line}): reading commands work, this one writes"
+    if name == "SQLITE_NOTADB":
+        return "not a SQLite database (file is not a database)"
+    if name == "SQLITE_CORRUPT":
+        return f"the database file is damaged ({line}); restore it from a copy"
+    if name.startswith("SQLITE_IOERR"):
+        return f"the disk failed to read or write ({line}, {name})"
+    if "NUL (0x00)" in line or state == "22021":
+        return "a text contains a NUL character, which PostgreSQL cannot store"
+    if isinstance(exc, UnicodeEncodeError):
+        return f"a text contains {exc.object[exc.start:exc.end]!r}, a lone surrogate that is not valid text"
+    return None
+
+
 def create_store_engine(url: str) -> Engine:
-    """An engine for ``url`` with capstore's connection settings; raises StoreError if unreachable."""
+    """An engine for ``url`` with capstore's connection settings; raises StoreError if unreachable.
+
+    A SQLite file that cannot be written (file, folder or file system read-only) is opened
+    read-only, so reading commands work on it; writing through ``Store.write`` is then a StoreError.
+    """
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
         raise StoreError(f"not a database URL or path: {url!r}") from exc
+    where = parsed.render_as_string(hide_password=True)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            parent = Path(parsed.database).parent
-            if not parent.is_dir():
-                raise StoreError(f"cannot open store {parsed.database}: folder {parent} does not exist")
-        engine = _sqlite_engine(url)
+            path = Path(parsed.database)
+            _check_sqlite_file(path)
+            where = str(path)
+            engine = _sqlite_engine(url, _sqlite_mode(path))
+        else:
+            engine = _sqlite_engine(url)
     else:
         try:
             engine = create_engine(url, pool_pre_ping=True)
         except Exception as exc:  # unknown dialect, missing driver
-            raise StoreError(f"cannot use database URL {parsed.render_as_string(hide_password=True)}: {exc}") from exc
+            raise StoreError(f"cannot use database URL {where}: {exc}") from exc
+    _one_line_errors(engine, where)
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
-    except OperationalError as exc:
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        raise StoreError(
-            f"cannot reach store {parsed.render_as_string(hide_password=True)}: {reason}"
-        ) from exc
+    except DBAPIError as exc:
+        reason = first_line(exc.orig if exc.orig is not None else exc)
+        known = store_error_message(exc.orig) if exc.orig is not None else None
+        raise StoreError(f"cannot reach store {where}: {known or reason}") from exc
     return engine
 
 
@@ -136,6 +261,17 @@ class Store:
         """
         with (self._bulk_writer if bulk else self._writer)() as session, session.begin():
             yield session
+
+    def transact(self, unit: Callable[[Session], T], bulk: bool = False) -> T:
+        """``unit(session)`` as one write transaction, run again whole if the database aborted it
+        transiently (deadlock, serialization failure, SQLite busy); see ``capstore.store.retry``."""
+        from capstore.store.retry import retry_transient
+
+        def once() -> T:
+            with self.write(bulk) as session:
+                return unit(session)
+
+        return retry_transient(once)
 
     @contextmanager
     def read(self) -> Iterator[Session]:

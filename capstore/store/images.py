@@ -1,6 +1,8 @@
 """Reading an image's bytes back by its sha256: from the store's blobs or from the files it was seen at.
 
 Bytes read from a file are hashed again, so a file changed on disk is never taken for the image.
+Videos and audio clips share the ``images`` table and are read by ``capstore.store.media``: asked
+for as an image, one is refused before its (possibly large) file is read.
 """
 
 from __future__ import annotations
@@ -14,11 +16,15 @@ from sqlalchemy.orm import Session
 from capstore.backends.base import ImageRef
 from capstore.errors import InputError
 from capstore.store.content import sha256_bytes
-from capstore.store.schema import ImageBlob, ImageFile
+from capstore.store.schema import Image, ImageBlob, ImageFile
 
 
 def read_image(session: Session, sha: str) -> ImageRef:
-    """The bytes of image ``sha``; InputError naming the image if no readable, matching copy exists."""
+    """The bytes of image ``sha``; InputError naming the image if no readable, matching copy exists
+    (or if ``sha`` is a video or an audio clip)."""
+    kind = session.scalar(select(Image.kind).where(Image.sha256 == sha))
+    if kind is not None and kind != "image":
+        raise InputError(f"medium {sha[:12]} is a {kind}, not an image")
     blob = session.get(ImageBlob, sha)
     if blob is not None:
         return ImageRef(sha256=sha, data=bytes(blob.data))

@@ -17,11 +17,11 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 
 from capstore.errors import StoreError
-from capstore.store.engine import Store
+from capstore.store.engine import Store, is_read_only
 
 PG_MIGRATION_LOCK = 7_201_963_521  # arbitrary, constant advisory-lock key
 
@@ -62,7 +62,10 @@ def current_revision(store: Store) -> str | None:
 
 
 def upgrade(store: Store, revision: str = "head") -> str:
-    """Migrate ``store`` to ``revision`` (default: newest); returns the revision reached."""
+    """Migrate ``store`` to ``revision`` (default: newest); returns the revision reached.
+
+    This is ``capstore db upgrade``: it also adds capstore's tables to a database that holds others.
+    """
     _refuse_newer(store)
     with _migration_lock(store):
         command.upgrade(alembic_config(store), revision)
@@ -72,11 +75,36 @@ def upgrade(store: Store, revision: str = "head") -> str:
 
 
 def ensure_current(store: Store) -> None:
-    """Upgrade a new or older store; refuse one written by a newer capstore."""
+    """Upgrade a new or older store; refuse one written by a newer capstore, a read-only one that is
+    not current, and a database that holds tables of something else (``capstore db upgrade`` adds
+    capstore's tables to it when that is what the user wants)."""
     rev = current_revision(store)
     if rev == head_revision():
         return
+    if is_read_only(store.engine):
+        _refuse_newer(store)
+        state = "empty" if rev is None else f"at schema revision {rev}, older than {head_revision()}"
+        raise StoreError(f"store {store.display_url} is read-only and {state}: open it once where it can be "
+                         "written (or run `capstore db upgrade` there) to bring it up to date")
+    if rev is None:
+        # Before the migration lock (whose file would be written beside it). No race with another
+        # process creating the store: all migrations run in one transaction, so a reader sees either
+        # no table or capstore's tables with alembic_version.
+        _refuse_foreign(store)
     upgrade(store)
+
+
+def _refuse_foreign(store: Store) -> None:
+    """StoreError when the database (its current schema on PostgreSQL) holds tables capstore did not make."""
+    inspector = inspect(store.engine)
+    names = sorted(set(inspector.get_table_names()) | set(inspector.get_view_names()))
+    names = [n for n in names if n != "alembic_version"]
+    if names:
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        tables = f"{len(names)} table{'s' if len(names) > 1 else ''}"
+        raise StoreError(f"{store.display_url} is not a capstore store: it holds {tables} of something else "
+                         f"({shown}); capstore adds its tables only to an empty database, or when asked with "
+                         "`capstore db upgrade`")
 
 
 def _refuse_newer(store: Store) -> None:

@@ -4,8 +4,9 @@ This module is the contract between every part of capstore. Change it only toget
 alembic migration in ``migrations/versions`` (the tests compare the two). The concepts are
 written down in ``docs/schema.md``.
 
-Content addressing: texts and images are keyed by the sha256 hex digest of their UTF-8 text or
-their file bytes, so each is stored once however many datasets, runs or caches mention it.
+Content addressing: texts and media (images, videos, audio clips) are keyed by the sha256 hex digest
+of their UTF-8 text or their file bytes, so each is stored once however many datasets, runs or caches
+mention it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Optional
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     CheckConstraint,
     DateTime,
     Float,
@@ -44,6 +46,7 @@ RUN_STATUSES = ("pending", "running", "done", "failed", "interrupted", "external
 WORK_STATUSES = ("pending", "leased", "done", "failed")
 CANDIDATE_ORIGINS = ("pool", "generated", "baseline", "seed")
 MODEL_KINDS = ("scorer", "generator", "captioner")
+MEDIA_KINDS = ("image", "video", "audio")
 
 
 def utcnow() -> datetime:
@@ -57,7 +60,7 @@ class Base(DeclarativeBase):
 
 
 class Dataset(Base):
-    """A named collection of images (e.g. ``coco-karpathy``), split into splits."""
+    """A named collection of items (images, videos or audio clips; e.g. ``coco-karpathy``), split into splits."""
 
     __tablename__ = "datasets"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -79,20 +82,25 @@ class Split(Base):
 
 
 class Image(Base):
-    """One image, keyed by the sha256 of its bytes: the same picture in two datasets is one row."""
+    """One medium (an image, a video or an audio clip), keyed by the sha256 of its bytes: the same
+    file in two datasets is one row. (The table kept its name from when capstore held only images.)"""
 
     __tablename__ = "images"
+    # OR terms, not IN (...), as candidates.origin (migration 0005).
+    __table_args__ = (CheckConstraint(" OR ".join(f"kind = '{k}'" for k in MEDIA_KINDS), name="kind"),)
     sha256: Mapped[str] = mapped_column(SHA, primary_key=True)
-    size_bytes: Mapped[int] = mapped_column(Integer)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)  # 64-bit: videos pass 2 GiB (migration 0005)
     width: Mapped[Optional[int]] = mapped_column(Integer)
     height: Mapped[Optional[int]] = mapped_column(Integer)
     format: Mapped[Optional[str]] = mapped_column(String(20))
     original_name: Mapped[Optional[str]] = mapped_column(LongText)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    kind: Mapped[str] = mapped_column(String(10), default="image", server_default="image")
+    duration_seconds: Mapped[Optional[float]] = mapped_column(Float)  # videos and audio clips, when probed
 
 
 class ImageFile(Base):
-    """A place where an image's bytes were seen (a path); workers read the first that still hashes right."""
+    """A place where a medium's bytes were seen (a path); workers read the first that still hashes right."""
 
     __tablename__ = "image_files"
     __table_args__ = (UniqueConstraint("image_sha", "path"),)
@@ -110,7 +118,7 @@ class ImageBlob(Base):
 
 
 class Item(Base):
-    """One entry of a split: an external id (e.g. COCO image_id) pointing at an image."""
+    """One entry of a split: an external id (e.g. COCO image_id) pointing at a medium (image, video, audio clip)."""
 
     __tablename__ = "items"
     __table_args__ = (UniqueConstraint("split_id", "external_id"),)
@@ -120,6 +128,8 @@ class Item(Base):
     file_name: Mapped[Optional[str]] = mapped_column(LongText)
     # NULL only when imported with --allow-missing-images and the file was absent.
     image_sha: Mapped[Optional[str]] = mapped_column(ForeignKey("images.sha256"), index=True)
+    # What the source file says of the item beyond its medium, e.g. nocaps {"domain": "near-domain"}.
+    attributes: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON(none_as_null=True))
 
 
 class Text(Base):
@@ -140,6 +150,7 @@ class Reference(Base):
     ordinal: Mapped[int] = mapped_column(Integer)
     text_sha: Mapped[str] = mapped_column(ForeignKey("texts.sha256"))
     external_id: Mapped[Optional[str]] = mapped_column(String(200))  # the annotation id
+    attributes: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON(none_as_null=True))  # VizWiz {"is_precanned": true}
 
 
 class TextSet(Base):
@@ -187,7 +198,7 @@ class Run(Base):
     split_id: Mapped[int] = mapped_column(ForeignKey("splits.id"), index=True)
     status: Mapped[str] = mapped_column(String(20), default="pending")
     parent_run_id: Mapped[Optional[int]] = mapped_column(ForeignKey("runs.id"))
-    seed: Mapped[int] = mapped_column(Integer, default=0)
+    seed: Mapped[int] = mapped_column(BigInteger, default=0)  # 0 to 2**63-1 (migration 0004)
     capstore_version: Mapped[Optional[str]] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
@@ -349,7 +360,9 @@ class MetricValue(Base):
     """A metric's value for a run: corpus-wide, per item, or per candidate.
 
     ``subject`` is ``corpus``, ``item:<item id>`` or ``candidate:<candidate id>``; it makes a value
-    unique per (run, metric, implementation) where nullable columns could not.
+    unique per (run, metric, implementation) where nullable columns could not. BLEU-4 and CIDEr-D of
+    candidates (millions of values a run) live in ``candidate_eval_values`` instead (migration 0006);
+    candidate scope here is for any other metric.
     """
 
     __tablename__ = "metric_values"
@@ -368,6 +381,42 @@ class MetricValue(Base):
     implementation: Mapped[str] = mapped_column(String(200))  # e.g. pycocoevalcap-1.2/cider-d
     details: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+# The candidate metrics ``capstore eval --candidates`` computes, and their columns in ``candidate_eval_values``.
+CANDIDATE_METRIC_COLUMNS = {"Bleu_4": "bleu_4", "CIDEr": "cider"}
+
+
+class CandidateEval(Base):
+    """One evaluation of a run's candidates: which implementation computed each metric column of its
+    ``candidate_eval_values`` (NULL: that column holds no values). Replaced whole by ``capstore eval``;
+    ids are never reused (AUTOINCREMENT on SQLite), so a new evaluation is a new id."""
+
+    __tablename__ = "candidate_evals"
+    __table_args__ = {"sqlite_autoincrement": True}
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    bleu_4_implementation: Mapped[Optional[str]] = mapped_column(String(200))
+    cider_implementation: Mapped[Optional[str]] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class CandidateEvalValue(Base):
+    """A candidate's BLEU-4 and CIDEr-D in one evaluation: typed metric columns, keyed by (evaluation,
+    candidate), a WITHOUT ROWID table on SQLite — about 16 bytes a value, where a ``metric_values``
+    row took ~240 with its text keys and indexes (migration 0006; benchmarks/big_store.py).
+
+    No foreign key to ``candidates``: SQLite would look up this table for every deleted candidate,
+    and an index on ``candidate_id`` alone would double its size. The values go with their evaluation
+    (``ON DELETE CASCADE``), which goes with its run, as the run's candidates do.
+    """
+
+    __tablename__ = "candidate_eval_values"
+    __table_args__ = {"sqlite_with_rowid": False}
+    eval_id: Mapped[int] = mapped_column(ForeignKey("candidate_evals.id", ondelete="CASCADE"), primary_key=True)
+    candidate_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    bleu_4: Mapped[Optional[float]] = mapped_column(Float)
+    cider: Mapped[Optional[float]] = mapped_column(Float)
 
 
 class Price(Base):

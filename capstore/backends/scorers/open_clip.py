@@ -16,43 +16,77 @@ import numpy as np
 
 from capstore.backends.base import CallContext, ImageRef
 from capstore.backends.caching import get_embeddings, put_embeddings
-from capstore.backends.devices import device_name, resolve_device, resolve_dtype, timed_batches
+from capstore.backends.devices import device_name, resolve_device, resolve_dtype, timed_batches, torch_dtype
 from capstore.backends.models import register_model
+from capstore.backends.preflight import open_clip_name
 from capstore.backends.registry import BackendSpec, register
 from capstore.backends.usage import record_usage
-from capstore.errors import BackendError
+from capstore.errors import BackendError, first_line
 from capstore.store.content import sha256_text
 from capstore.store.engine import Store
 from capstore.store.images import decode_image
 
-IMPL = "open_clip-scorer-1"
+# 2: texts and images both in the declared dtype, no autocast (1 encoded texts under float16 autocast on CUDA).
+IMPL = "open_clip-scorer-2"
 
 
 class OpenClipScorer:
-    """A CLIP/SigLIP scorer with the store's embedding cache."""
+    """A CLIP/SigLIP scorer with the store's embedding cache.
+
+    Building one is cheap (device, dtype and the weights' fingerprint, no torch): the model is
+    loaded by the first call that misses the cache, so a run served from the cache loads none.
+    """
 
     def __init__(self, spec: BackendSpec, store: Store, device: str = "auto", dtype: str | None = None,
                  batch_size: int = 256) -> None:
-        import open_clip
-
-        self.store, self.batch_size = store, batch_size
+        self.spec, self.store, self.batch_size = spec, store, batch_size
         self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
-        local = Path(spec.model).exists()
-        name = f"local-dir:{Path(spec.model).resolve()}" if local else spec.model
-        try:
-            model, _, self.preprocess = open_clip.create_model_and_transforms(
-                name, pretrained=None if local else spec.tag, device=self.device, precision=_precision(self.dtype))
-            self.tokenizer = open_clip.get_tokenizer(name)
-        except Exception as exc:  # missing weights, unknown name: say which
-            raise BackendError(f"cannot load open_clip model {spec}: {str(exc).splitlines()[0]}") from exc
-        self.model = model.eval()
-        weights = str(Path(spec.model).resolve()) if local else f"{spec.model}@{spec.tag}"
+        self.dtype_name = resolve_dtype(dtype, self.device, kind="scorer")
+        self.local = Path(spec.model).exists()
+        self.open_clip_name = open_clip_name(spec)
+        weights = str(Path(spec.model).resolve()) if self.local else f"{spec.model}@{spec.tag}"
         self.model_id, self.fingerprint = register_model(
             store, kind="scorer", backend="open_clip", name=str(spec), weights=weights,
-            settings={"dtype": str(self.dtype), "impl": IMPL})
+            settings={"dtype": f"torch.{self.dtype_name}", "impl": IMPL})
         self.device_name = device_name(self.device)
         self.forward_passes = 0  # batches actually computed (tests count them)
+        self._loaded: tuple[Any, Any, Any] | None = None  # (model, preprocess, tokenizer)
+
+    @property
+    def dtype(self):  # type: ignore[no-untyped-def]  # -> torch.dtype
+        return torch_dtype(self.dtype_name)
+
+    @property
+    def model(self):  # type: ignore[no-untyped-def]
+        return self._load()[0]
+
+    @property
+    def preprocess(self):  # type: ignore[no-untyped-def]
+        return self._load()[1]
+
+    @property
+    def tokenizer(self):  # type: ignore[no-untyped-def]
+        return self._load()[2]
+
+    def load(self):  # type: ignore[no-untyped-def]
+        """Load the weights now instead of on the first cache miss (BackendError if they cannot be); returns self."""
+        self._load()
+        return self
+
+    def _load(self) -> tuple[Any, Any, Any]:
+        """Load the weights (once, on the first cache miss)."""
+        if self._loaded is None:
+            import open_clip
+
+            try:
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    self.open_clip_name, pretrained=None if self.local else self.spec.tag, device=self.device,
+                    precision=_PRECISION[self.dtype_name])
+                tokenizer = open_clip.get_tokenizer(self.open_clip_name)
+            except Exception as exc:  # missing weights, unknown tag: say which
+                raise BackendError(f"cannot load open_clip model {self.spec}: {first_line(exc)}") from exc
+            self._loaded = (model.eval(), preprocess, tokenizer)
+        return self._loaded
 
     def encode_texts(self, texts: Sequence[str], ctx: CallContext = CallContext()) -> np.ndarray:
         shas = [sha256_text(t) for t in texts]
@@ -71,6 +105,10 @@ class OpenClipScorer:
         start = time.perf_counter()
         found = get_embeddings(self.store, self.model_id, kind, shas)
         misses = [s for s in dict.fromkeys(shas) if s not in found]
+        if misses:
+            loading = time.perf_counter()
+            self._load()  # neither device nor wall time of this call (as when models loaded up front)
+            start += time.perf_counter() - loading
 
         def keep(batch: list[str], vecs: Sequence[np.ndarray]) -> None:
             put_embeddings(self.store, self.model_id, kind, batch, vecs)
@@ -89,7 +127,9 @@ class OpenClipScorer:
         import torch
 
         self.forward_passes += 1
-        with torch.inference_mode(), torch.autocast(self.device.split(":")[0], enabled=self.device != "cpu"):
+        # No autocast: open_clip casts the token embeddings to the model's precision itself, so texts
+        # are encoded in the same declared dtype as images (MILS: float32 for both).
+        with torch.inference_mode():
             emb = self.model.encode_text(self.tokenizer(texts).to(self.device))
         return _normalise(emb)
 
@@ -108,10 +148,8 @@ def _normalise(emb) -> np.ndarray:  # type: ignore[no-untyped-def]
     return (emb / emb.norm(dim=-1, keepdim=True)).cpu().numpy().astype(np.float32)
 
 
-def _precision(dtype) -> str:  # type: ignore[no-untyped-def]
-    import torch
-
-    return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "fp32")
+# open_clip's precisions: "fp16"/"bf16" are its (and OpenAI CLIP's) mixed precision, LayerNorms in float32.
+_PRECISION = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 
 
 @register("scorer", "open_clip")
