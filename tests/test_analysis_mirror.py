@@ -397,3 +397,39 @@ def test_state_records_what_the_views_need(mini: tuple[Store, list[int]]) -> Non
         con.close()
     assert set(state["columns"]) == RULED and "_rowid" not in state["columns"]["texts"]
     assert state["identity"].startswith(f"{MIRROR_FORMAT}|{store.dialect}")
+
+
+def test_large_copies_go_through_the_scanner_in_a_child_process(mini: tuple[Store, list[int]],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """SQLite: a large first copy (here: any) is read by DuckDB's SQLite scanner in a child process, never in
+    this one (its own SQLite library would break the locks of this process's connections); the rows and
+    every bit of the candidate values are the same."""
+    import capstore.analysis.mirror_sync as mirror_sync
+    import capstore.analysis.sqlite_scan as sqlite_scan
+
+    store, items = mini
+    if store.dialect != "sqlite":
+        pytest.skip("the SQLite scanner")
+    run = add_run(store, items)
+    finish_run(store, run)
+    evaluate(store, run, 0.5)
+    scanned: list[str] = []
+    child = sqlite_scan.scan_to_parquet
+
+    def recorded(database: str, queries: dict[str, str], folder: Path) -> dict[str, Path]:
+        scanned.extend(queries.values())
+        return child(database, queries, folder)
+
+    monkeypatch.setattr(sqlite_scan, "scan_to_parquet", recorded)
+    monkeypatch.setattr(mirror_sync, "SCANNER_FROM_ROWS", 0)
+    assert_mirror_equals_store(store)
+    assert any("candidates" in q and "LIMIT 0" not in q for q in scanned)
+    assert any("candidate_eval_values" in q and "LIMIT 0" not in q for q in scanned)
+    view = "SELECT candidate_id, metric, value FROM candidate_values ORDER BY ALL"
+    direct = connect(store, analysis="off")
+    try:
+        assert run_query(store, view)[1] == run_query(store, view, con=direct)[1] != []
+    finally:
+        direct.close()
+    with store.engine.connect() as conn:  # the store is intact
+        assert conn.exec_driver_sql("PRAGMA quick_check").scalar() == "ok"

@@ -243,13 +243,16 @@ def sync_mirror(store: Store, path: Path) -> SyncReport:
             if state is not None and state.get("identity") == identity and marker and state.get("marker") == marker:
                 return SyncReport()
             rebuild = state is None or state.get("identity") != identity or "columns" not in state
-            scanner = store.dialect != "sqlite" or rebuild  # SQLite rows come through Python's driver
-            if scanner:
+            if store.dialect != "sqlite":
                 _attach(w, store)
+            elif rebuild:  # the tables' types as the scanner reads them, read in a child process (sqlite_scan)
+                from capstore.analysis.sqlite_scan import store_tables, typed_stand_in
+
+                database = str(make_url(store.url).database)
+                typed_stand_in(w, database, store_tables(database))
             columns = _store_columns(w, schema) if rebuild else state["columns"]  # type: ignore[index]
             started = time.perf_counter()
-            report = _sync(w, store, schema, identity, None if rebuild else state, columns, marker,
-                           attach=None if scanner else (lambda: _attach(w, store)))
+            report = _sync(w, store, schema, identity, None if rebuild else state, columns, marker)
             w.execute("CHECKPOINT")  # readers then open a file with no log to replay
             report.checkpoint_seconds = time.perf_counter() - started - report.seconds
             return report
@@ -258,7 +261,7 @@ def sync_mirror(store: Store, path: Path) -> SyncReport:
 
 
 def _sync(w: "duckdb.DuckDBPyConnection", store: Store, schema: str, identity: str, state: dict[str, Any] | None,
-          columns: dict[str, list[str]], marker: str | None, attach: Any = None) -> SyncReport:
+          columns: dict[str, list[str]], marker: str | None) -> SyncReport:
     """One sync as one DuckDB transaction (a sync that fails leaves the mirror as it was)."""
     rebuilt = state is None
     if rebuilt:
@@ -267,7 +270,7 @@ def _sync(w: "duckdb.DuckDBPyConnection", store: Store, schema: str, identity: s
     assert state is not None
     w.execute("BEGIN TRANSACTION")
     try:
-        with open_source(store, schema, attach) as source:
+        with open_source(store, schema) as source:
             report = sync_tables(w, source, state, columns)
         state["marker"] = marker
         state["columns"] = {t: cols for t, cols in columns.items() if t in mirrored_tables(columns)}

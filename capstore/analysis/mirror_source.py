@@ -5,7 +5,8 @@ engine (same read-only mode, busy timeout), so fingerprints, watermarks and rows
 snapshot. Rows are fetched by Python's sqlite3 and handed to DuckDB as Arrow tables: DuckDB's SQLite
 scanner pushes no filter down (a ``WHERE id > …`` would read the whole table) and its
 ``sqlite_query`` returns text, which rounds doubles to 15 digits; Python's driver keeps every bit.
-A table copied whole goes through the scanner instead (parallel, typed, and no slower).
+A large first copy goes through the scanner instead (parallel, typed), in a child process
+(``sqlite_scan``: the scanner's own SQLite library must not open the store in this process).
 
 PostgreSQL: control queries run through SQLAlchemy in a ``REPEATABLE READ READ ONLY`` transaction
 (one snapshot, recorded with ``pg_current_snapshot()``); rows come through DuckDB's PostgreSQL
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import sqlite3
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from sqlalchemy import text
 
@@ -40,9 +41,8 @@ class SqliteSource:
 
     dialect = "sqlite"
 
-    def __init__(self, store: Store, attach: Callable[[], None] | None = None) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
-        self._attach = attach  # attaches the store's scanner to the sync's connection, when first needed
         self._raw = store.engine.raw_connection()
         self.conn: sqlite3.Connection = self._raw.driver_connection  # type: ignore[assignment]
         self.conn.execute("BEGIN")
@@ -51,11 +51,24 @@ class SqliteSource:
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self.conn.execute(sql, tuple(params)).fetchall()
 
-    def ensure_scanner(self) -> None:
-        """Attach DuckDB's SQLite scanner as ``SOURCE`` (for a large first copy) if not yet done."""
-        if self._attach is not None:
-            self._attach()
-            self._attach = None
+    def stage_scanned(self, w: "duckdb.DuckDBPyConnection", stage: str, table: str, columns: Sequence[str],
+                      types: Sequence[str], where: str = "") -> int:
+        """Like ``stage`` (``where`` in DuckDB's SQL, values inline), read by DuckDB's SQLite scanner in a
+        child process: for large copies. The child reads in its own, later snapshot."""
+        import tempfile
+        from pathlib import Path
+
+        from sqlalchemy.engine import make_url
+
+        from capstore.analysis.sqlite_scan import scan_to_parquet
+
+        cols = ", ".join(quote_ident(c) for c in columns)
+        _create_stage(w, stage, columns, types)
+        with tempfile.TemporaryDirectory(prefix="capstore-scan-") as tmp:
+            files = scan_to_parquet(str(make_url(self.store.url).database),
+                                    {"rows": f"SELECT {cols} FROM {SOURCE}.main.{quote_ident(table)} {where}"}, Path(tmp))
+            w.execute(f"INSERT INTO {stage} SELECT {cols} FROM read_parquet('{str(files['rows']).replace(chr(39), chr(39) * 2)}')")
+        return int(w.execute(f"SELECT count(*) FROM {stage}").fetchone()[0])  # type: ignore[index]
 
     def stage(self, w: "duckdb.DuckDBPyConnection", stage: str, table: str, columns: Sequence[str],
               types: Sequence[str], where: str = "", params: Sequence[Any] = ()) -> int:
@@ -133,9 +146,9 @@ Source = SqliteSource | PostgresSource
 
 
 @contextmanager
-def open_source(store: Store, pg_schema: str | None, attach: Callable[[], None] | None = None) -> Iterator[Source]:
-    """The store read for one sync; ``attach``: how to attach DuckDB's scanner when a SQLite sync needs it."""
-    source: Source = (SqliteSource(store, attach) if store.dialect == "sqlite"
+def open_source(store: Store, pg_schema: str | None) -> Iterator[Source]:
+    """The store read for one sync."""
+    source: Source = (SqliteSource(store) if store.dialect == "sqlite"
                       else PostgresSource(store, pg_schema or "public"))
     try:
         yield source

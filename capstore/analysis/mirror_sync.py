@@ -330,12 +330,8 @@ def _stage_rows(w: "duckdb.DuckDBPyConnection", source: SqliteSource, table: str
     if expected <= SCANNER_FROM_ROWS or params[0]:
         return source.stage(w, stage, table, cols, types, where=where, params=params)
     # The scanner reads in its own (later) snapshot: keep exactly the rows of ours (ids up to top).
-    source.ensure_scanner()
-    body = ", ".join(f"{quote_ident(c)} {t}" for c, t in zip(cols, types))
-    w.execute(f"CREATE OR REPLACE TEMP TABLE {stage} ({body})")
-    w.execute(f"INSERT INTO {stage} SELECT {', '.join(quote_ident(c) for c in cols)} "
-              f"FROM {SOURCE}.main.{quote_ident(table)} WHERE id > ? AND id <= ?", list(params))
-    return int(w.execute(f"SELECT count(*) FROM {stage}").fetchone()[0])  # type: ignore[index]
+    low, top = (int(p) for p in params)
+    return source.stage_scanned(w, stage, table, cols, types, where=f"WHERE id > {low} AND id <= {top}")
 
 
 def _sync_rowid(w: "duckdb.DuckDBPyConnection", source: Source, table: str, key: tuple[str, ...],
@@ -454,21 +450,13 @@ def _sync_eval_values(w: "duckdb.DuckDBPyConnection", source: Source, state: dic
             expected = source.rows(f"SELECT count(*) FROM candidate_eval_values {where}")[0][0]
             if expected > SCANNER_FROM_ROWS:
                 # An evaluation's values only change with its row (seen next time): any snapshot will do.
-                source.ensure_scanner()
-                _create_stage(w, "_stage_eval_values", cols, types)
-                w.execute(f"INSERT INTO _stage_eval_values SELECT {', '.join(quote_ident(c) for c in cols)} "
-                          f"FROM {SOURCE}.main.candidate_eval_values {where}")
+                source.stage_scanned(w, "_stage_eval_values", "candidate_eval_values", cols, types, where=where)
             else:
                 source.stage(w, "_stage_eval_values", "candidate_eval_values", cols, types, where=where)
         else:
             source.stage(w, "_stage_eval_values", "candidate_eval_values", cols, types, where=where)
         report.add("candidate_eval_values", _insert(w, "candidate_eval_values", "_stage_eval_values"))
     state["evals"] = now
-
-
-def _create_stage(w: "duckdb.DuckDBPyConnection", stage: str, cols: Sequence[str], types: Sequence[str]) -> None:
-    body = ", ".join(f"{quote_ident(c)} {t}" for c, t in zip(cols, types))
-    w.execute(f"CREATE OR REPLACE TEMP TABLE {stage} ({body})")
 
 
 # -- texts -------------------------------------------------------------------------------------

@@ -87,9 +87,9 @@ def ensure_current(store: Store) -> None:
         raise StoreError(f"store {store.display_url} is read-only and {state}: open it once where it can be "
                          "written (or run `capstore db upgrade` there) to bring it up to date")
     if rev is None:
-        # Before the migration lock (whose file would be written beside it). No race with another
-        # process creating the store: all migrations run in one transaction, so a reader sees either
-        # no table or capstore's tables with alembic_version.
+        # Before the migration lock (whose file would be written beside it). Another process may
+        # create the store between the revision read above and this look: all migrations run in one
+        # transaction, so the look sees either no table or capstore's tables with alembic_version.
         _refuse_foreign(store)
     upgrade(store)
 
@@ -97,8 +97,10 @@ def ensure_current(store: Store) -> None:
 def _refuse_foreign(store: Store) -> None:
     """StoreError when the database (its current schema on PostgreSQL) holds tables capstore did not make."""
     inspector = inspect(store.engine)
-    names = sorted(set(inspector.get_table_names()) | set(inspector.get_view_names()))
-    names = [n for n in names if n != "alembic_version"]
+    tables = set(inspector.get_table_names())
+    if "alembic_version" in tables:  # made a store since its revision was read: upgrade() checks it
+        return
+    names = sorted(tables | set(inspector.get_view_names()))
     if names:
         shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
         tables = f"{len(names)} table{'s' if len(names) > 1 else ''}"
