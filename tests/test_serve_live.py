@@ -170,3 +170,40 @@ def test_an_idle_server_lets_other_syncs_of_the_mirror_through(tmp_path: Path) -
             assert "it. 3: 6" in client.get(f"/runs/{fixture.mils}").text
     finally:
         store.dispose()
+
+
+def test_a_busy_mirror_is_a_503_page_never_the_scanner_in_the_servers_process(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """DuckDB's SQLite scanner links its own SQLite: opened in the server's process beside the threads'
+    Python sqlite3 connections, it drops their POSIX locks when it closes the file, and a worker
+    starting then resets the WAL's shared memory under their mapping (SIGBUS, seen in this file's
+    live test). So on SQLite the server reads through the mirror only: busy, it answers 503 in a
+    page and tries again at the next request; the SQL page does not attach the caches either."""
+    import capstore.analysis.duckdb_store as duckdb_store
+    import capstore.analysis.mirror as mirror
+
+    db = str(tmp_path / "store.db")
+    store = open_store(db)
+    try:
+        fixture = build_serve_store(store, db)
+        opened_in_process: list[str] = []
+        real_attach = duckdb_store._attach
+        monkeypatch.setattr(duckdb_store, "_attach", lambda con, st, role=None: opened_in_process.append(st.dialect)
+                            or real_attach(con, st, role))
+        real_read = mirror.attach_for_reading
+        busy = {"on": True}
+
+        def attach_for_reading(con, st, path):  # type: ignore[no-untyped-def]
+            if busy["on"]:
+                raise mirror.MirrorBusy("analysis mirror is busy (a notebook keeps it open)")
+            return real_read(con, st, path)
+
+        monkeypatch.setattr(mirror, "attach_for_reading", attach_for_reading)
+        with TestClient(make_app(store, thumbnails=tmp_path), base_url=BASE) as client:
+            page = client.get(f"/runs/{fixture.mils}")
+            assert page.status_code == 503 and "busy" in page.text and "Traceback" not in page.text
+            busy["on"] = False
+            assert client.get(f"/runs/{fixture.mils}").status_code == 200
+            client.get("/sql", params={"q": "SELECT count(*) AS n FROM store.embedding_cache"})  # would attach the caches
+        assert opened_in_process == []
+    finally:
+        store.dispose()

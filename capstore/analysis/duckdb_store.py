@@ -70,9 +70,17 @@ def connect(store: Store, *, lock: bool = True, reader_role: str | None = None, 
 
 
 def open_analysis(store: Store, *, lock: bool = True, reader_role: str | None = None, analysis: str | None = None,
-                  passthrough: bool = True) -> tuple["duckdb.DuckDBPyConnection", "MirrorInfo"]:
+                  passthrough: bool = True, sqlite_in_process: bool = True
+                  ) -> tuple["duckdb.DuckDBPyConnection", "MirrorInfo"]:
     """``connect``, and where the rows come from (``MirrorInfo``: the mirror's path and sync, or a note
-    saying the store is read directly)."""
+    saying the store is read directly).
+
+    ``sqlite_in_process=False``: DuckDB's SQLite scanner never opens a SQLite store in this process —
+    no passthrough, and MirrorBusy instead of reading the store directly. For long-lived processes
+    whose threads keep Python ``sqlite3`` connections to the store (``capstore serve``): the scanner
+    links its own SQLite, and two SQLite libraries in one process drop each other's POSIX locks when
+    they close the file, after which another process may reset the WAL's shared memory under the
+    first library's mapping (SIGBUS; see ``sqlite_scan``)."""
     import duckdb
 
     from capstore.analysis.mirror import MirrorBusy, MirrorInfo, attach_for_reading, mirror_path
@@ -89,7 +97,13 @@ def open_analysis(store: Store, *, lock: bool = True, reader_role: str | None = 
             try:
                 info = attach_for_reading(con, store, path)
             except MirrorBusy as exc:
+                if store.dialect == "sqlite" and not sqlite_in_process:
+                    raise
                 info = MirrorInfo(None, note=f"{exc}; reading the store directly (slower)")
+        if store.dialect == "sqlite" and not sqlite_in_process:
+            if info.path is None:
+                raise MirrorBusy(f"the analysis mirror of {store.display_url} is off; this reader needs it")
+            passthrough = False
         schema = _attach(con, store, role) if info.path is None or passthrough else None
         _make_views(con, schema, (info.columns or {}) if info.path is not None else None)
         if lock:
@@ -140,6 +154,9 @@ def _attach(con: "duckdb.DuckDBPyConnection", store: Store, role: str | None = N
     con.execute(f"LOAD {_literal(str(extension_path(EXTENSIONS[dialect])))}")
     if dialect == "sqlite":
         database = make_url(store.url).database
+        # This process's own sqlite3 connections let go first: the scanner's SQLite library would drop
+        # their POSIX locks when it closes the file (see open_analysis, ``sqlite_in_process``).
+        store.engine.dispose()
         con.execute(f"ATTACH {_literal(str(database))} AS {CATALOG} (TYPE sqlite, READ_ONLY)")
         return "main"
     schema = pg_schema(store)

@@ -151,6 +151,14 @@ class AnalysisConnections:
                 self._cond.wait()
             self._close_locked()
 
+    @property
+    def reads_directly(self) -> bool:
+        """``--analysis off``: the user asked for the store read directly, the scanner in this process.
+        Otherwise a SQLite store is only ever read through the mirror here (``open_analysis``)."""
+        from capstore.analysis.mirror import OFF
+
+        return (self.analysis or "").strip().lower() == OFF
+
     def _current_marker(self) -> str | None:
         from capstore.analysis.mirror import change_marker
 
@@ -171,7 +179,8 @@ class AnalysisConnections:
         self._close_locked()
         # No passthrough: pages read mirrored tables only (the SQL page opens its own connection for a
         # statement that reads the caches, as ``capstore sql`` does).
-        con, info = open_analysis(self.store, analysis=self.analysis, passthrough=False)
+        con, info = open_analysis(self.store, analysis=self.analysis, passthrough=False,
+                                  sqlite_in_process=self.reads_directly)
         self._con, self._marker, self._opened = con, marker, time.monotonic()
         self.note = info.note
 

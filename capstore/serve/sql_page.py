@@ -71,7 +71,8 @@ def run_form(connections: AnalysisConnections, form: SqlForm, all_rows: bool = F
     bind_params(parse_query(form.sql), form.params)
     store = connections.store
     if reads_unmirrored_tables(form.sql):  # the caches and blobs: attach the store too, as `capstore sql` does
-        con, _info = open_analysis(store, analysis=connections.analysis, passthrough=True)
+        con, _info = open_analysis(store, analysis=connections.analysis, passthrough=True,
+                                   sqlite_in_process=connections.reads_directly)
         try:
             return query_limited(store, form.sql, form.params, con, timeout=DEFAULT_TIMEOUT_S, max_rows=max_rows)
         finally:
