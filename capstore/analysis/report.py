@@ -14,7 +14,7 @@ metric values says which ``capstore eval`` would give them.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -58,18 +58,41 @@ def write_report(store: Store, run_ids: Sequence[int], out_dir: str | Path, *, a
 
 
 @dataclass
+class _MilsCurve:
+    """The rows of ``iteration_curve.sql`` for the MILS runs among the report's, by column name."""
+
+    metric: str
+    col: dict[str, int]
+    rows: list[tuple[Any, ...]]
+    names: dict[int, str]
+
+
+@dataclass
 class _Queries:
     """The report's queries on one connection, each limited to the report's runs (``$runs``)."""
 
     store: Store
     con: Any
     runs: list[int]
+    _mils_curve: "_MilsCurve | None" = field(default=None, repr=False)
 
     def shipped(self, name: str, **params: Any) -> tuple[list[str], list[tuple[Any, ...]]]:
         return self.sql(load_query(name).text, **params)
 
     def sql(self, text: str, **params: Any) -> tuple[list[str], list[tuple[Any, ...]]]:
         return run_query(self.store, text, {"runs": self.runs, **params}, con=self.con)
+
+    def mils_curve(self) -> "_MilsCurve":
+        """``iteration_curve.sql`` for the report's MILS runs, run once for the table and the plot (it is
+        the report's slowest query on a full-size run)."""
+        if self._mils_curve is None:
+            metric = _pick_metric(self, "candidate") or "CIDEr"
+            cols, rows = self.shipped("iteration_curve", metric=metric)
+            _, mils = self.sql("SELECT run_id, run_name FROM runs WHERE method = 'mils' AND list_contains($runs, run_id)")
+            names = dict(mils)
+            self._mils_curve = _MilsCurve(metric, {c: i for i, c in enumerate(cols)},
+                                          [r for r in rows if r[0] in names], names)
+        return self._mils_curve
 
     def reproduce(self, name: str) -> str:
         return f"`capstore sql -f {name} --param runs={','.join(map(str, self.runs))}`"
@@ -108,14 +131,10 @@ def _side_by_side(q: _Queries) -> str:
 
 def _iterations(q: _Queries) -> str:
     """MILS's curve as numbers: mean best score per iteration and the metric of the best-so-far caption."""
-    metric = _pick_metric(q, "candidate") or "CIDEr"
-    cols, rows = q.shipped("iteration_curve", metric=metric)
-    _, mils = q.sql("SELECT run_id, run_name FROM runs WHERE method = 'mils' AND list_contains($runs, run_id)")
-    names = dict(mils)
-    rows = [r for r in rows if r[0] in names]
+    curve = q.mils_curve()
+    metric, c, rows, names = curve.metric, curve.col, curve.rows, curve.names
     if not rows:
         return ""
-    c = {name: i for i, name in enumerate(cols)}
     table = markdown_table(["run", "iteration", "items", "mean best score", "gain", f"mean {metric}"],
                            [[names[r[0]], r[c["iteration"]], r[c["items"]], r[c["mean_best_score"]],
                              r[c["score_gain"]], r[c["mean_metric"]]] for r in rows])
@@ -173,14 +192,10 @@ def _quality_plot(out: Path, q: _Queries) -> str:
 
 def _iteration_plot(out: Path, q: _Queries) -> str:
     path, title = out / "iteration_curve.png", "### Metric per MILS iteration"
-    metric = _pick_metric(q, "candidate") or "CIDEr"
-    cols, rows = q.shipped("iteration_curve", metric=metric)
-    _, mils = q.sql("SELECT run_id, run_name FROM runs WHERE method = 'mils' AND list_contains($runs, run_id)")
-    names = dict(mils)
-    rows = [r for r in rows if r[0] in names]
+    curve = q.mils_curve()
+    metric, col, rows, names = curve.metric, curve.col, curve.rows, curve.names
     if not rows:
         return _skip(path, title, "no MILS iteration states in these runs")
-    col = {c: i for i, c in enumerate(cols)}
     panels: list[tuple[str, dict[str, list[tuple[int, float]]]]] = [("mean best scorer score", _series(
         rows, names, col["iteration"], col["mean_best_score"]))]
     metric_series = _series(rows, names, col["iteration"], col["mean_metric"])
