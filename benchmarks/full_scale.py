@@ -11,11 +11,12 @@ For each database (SQLite file, PostgreSQL schema) and worker count (1, 2), a fr
 dataset of ``--items`` items (the Karpathy test split's first images' references from the shared
 data, each item a distinct 16x16 PNG), the MILS pool and prompt of the shared data, and one MILS run
 (``--iterations`` counting iteration 0, ``--keep 50 --requested 50``) worked by the real engine:
-claims, leases and heartbeats, batch commits of steps, the embedding and generation caches, usage
-events. The backends are instant stand-ins registered for this process (``bench:`` scorer and
-generator): the scorer's embeddings are made from the content's sha (``--dim`` floats, 1152 as
-SigLIP SO400M, MILS's scorer, so the embedding cache has its real size); the generator answers each
-prompt with ``--requested`` numbered variations of the kept texts. Two workers are two forked
+claims, leases and heartbeats, batch commits of steps, the embedding (pool), score (generated
+candidates) and generation caches, usage events. The backends are instant stand-ins registered for
+this process (``bench:`` scorer and generator): the scorer's embeddings are made from the content's
+sha (``--dim`` floats, 1152 as SigLIP SO400M, MILS's scorer, so the pool's cached embeddings have
+their real size); the generator answers each prompt with ``--requested`` numbered variations of the
+kept texts. Two workers are two forked
 processes, each with its own connections, as ``capstore worker`` would be.
 
 Measured per configuration:
@@ -114,7 +115,8 @@ CLOCK = Clock()
 
 def instrument() -> None:
     """Time the engine's store work where the engine calls it."""
-    from capstore.runs import engine, mils_worker
+    from capstore.backends import score_cache
+    from capstore.runs import engine, mils_worker, steps
 
     for owner, attr, name in ((engine, "claim", "claim"), (engine, "release", "release"),
                               (engine, "_load_items", "load items"), (mils_worker, "commit_steps", "commit steps"),
@@ -122,7 +124,15 @@ def instrument() -> None:
                               (mils_worker, "load_pool", "load pool"),
                               (fake_mod, "get_generations", "generation cache read"),
                               (fake_mod, "put_generations", "generation cache write"),
-                              (fake_mod, "record_usage", "usage events")):
+                              (fake_mod, "record_usage", "usage events"),
+                              (score_cache, "get_scores", "score cache read"),
+                              (score_cache, "media_with_scores", "score cache read"),
+                              (score_cache, "put_scores", "score cache write"),
+                              (score_cache, "record_usage", "usage events"),
+                              # parts of "commit steps" (inside it, not beside it)
+                              (steps, "put_texts", "commit steps: texts"),
+                              (steps, "insert_rows", "commit steps: candidates, states, captions"),
+                              (steps, "_advance", "commit steps: work items")):
         CLOCK.wrap(owner, attr, name)
 
 
@@ -139,8 +149,8 @@ class BenchScorer:
         self.model_id, self.fingerprint = register_model(store, kind="scorer", backend="bench", name=str(spec),
                                                          weights=f"bench:{spec.model}:{dim}", settings={"dim": dim})
 
-    def encode_texts(self, texts: Sequence[str], ctx: CallContext = CallContext()) -> np.ndarray:
-        return self._cached("text", [sha256_text(t) for t in texts], ctx)
+    def encode_texts(self, texts: Sequence[str], ctx: CallContext = CallContext(), cache: bool = True) -> np.ndarray:
+        return self._cached("text", [sha256_text(t) for t in texts], ctx, cache)
 
     def encode_images(self, images: Sequence[ImageRef], ctx: CallContext = CallContext()) -> np.ndarray:
         return self._cached("image", [im.sha256 for im in images], ctx)
@@ -148,18 +158,19 @@ class BenchScorer:
     def score(self, image: ImageRef, texts: Sequence[str], ctx: CallContext = CallContext()) -> np.ndarray:
         return self.encode_texts(texts, ctx) @ self.encode_images([image], ctx)[0]
 
-    def _cached(self, kind: str, shas: list[str], ctx: CallContext) -> np.ndarray:
+    def _cached(self, kind: str, shas: list[str], ctx: CallContext, cache: bool = True) -> np.ndarray:
         if not shas:
             return np.zeros((0, self.dim), dtype=np.float32)
         start = time.perf_counter()
         with CLOCK.part("embedding cache read"):
-            found = get_embeddings(self.store, self.model_id, kind, shas)
+            found = get_embeddings(self.store, self.model_id, kind, shas) if cache else {}
         misses = [s for s in dict.fromkeys(shas) if s not in found]
         if misses:
             with CLOCK.part("backends (fake arithmetic)"):
                 vectors = self._vectors(misses)
-            with CLOCK.part("embedding cache write"):
-                put_embeddings(self.store, self.model_id, kind, misses, vectors)
+            if cache:
+                with CLOCK.part("embedding cache write"):
+                    put_embeddings(self.store, self.model_id, kind, misses, vectors)
             found.update(zip(misses, vectors))
         with CLOCK.part("usage events"):
             record_usage(self.store, run_id=ctx.run_id, stage=ctx.stage or f"encode_{kind}", model_id=self.model_id,
@@ -358,12 +369,13 @@ def store_size(store: Store) -> dict[str, Any]:
 def counts(store: Store, run_id: int) -> dict[str, int]:
     from sqlalchemy import func, select
 
-    from capstore.store.schema import Candidate, EmbeddingCache, GenerationCache, Text
+    from capstore.store.schema import Candidate, EmbeddingCache, GenerationCache, ScoreCache, Text
 
     with store.read() as s:
         return {"candidates": s.scalar(select(func.count()).select_from(Candidate).where(Candidate.run_id == run_id)),
                 "texts": s.scalar(select(func.count()).select_from(Text)),
                 "embeddings": s.scalar(select(func.count()).select_from(EmbeddingCache)),
+                "scores": s.scalar(select(func.count()).select_from(ScoreCache)),
                 "generations": s.scalar(select(func.count()).select_from(GenerationCache))}
 
 

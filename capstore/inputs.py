@@ -163,6 +163,16 @@ def display(value: str | bytes | Path) -> str:
     return shown.replace("\x00", "\\x00")
 
 
+def brief(value: object, limit: int = 80) -> str:
+    """``repr(value)`` for an error message, its middle elided past ``limit`` characters: the end of a
+    long path (the file's own name) says more than a cut-off front."""
+    shown = repr(value)
+    if len(shown) <= limit:
+        return shown
+    keep = (limit - 3) // 2
+    return f"{shown[:keep]}...{shown[-(limit - 3 - keep):]}"
+
+
 def _line_of(raw: bytes, offset: int) -> int:
     return raw.count(b"\n", 0, offset) + 1
 

@@ -232,3 +232,32 @@ def test_0006_on_postgresql_moves_values_exactly(pg_url: str) -> None:
     command.downgrade(alembic_config(store), "0005")
     assert _without_item(_metric_rows(store)) == _without_item(before)
     store.dispose()
+
+
+def test_0007_keeps_every_score_and_makes_the_table_without_rowid(tmp_path: Path) -> None:
+    """SQLite's score_cache becomes one b-tree by its key (WITHOUT ROWID) with the same rows, bit for
+    bit; a downgrade gives the rowid table back with them."""
+    from sqlalchemy import text
+
+    store = open_store(str(tmp_path / "store.db"), upgrade=False)
+    command.upgrade(alembic_config(store), "0006")
+    rows = [(1, "a" * 64, "b" * 64, 1.0 / 3.0), (1, "a" * 64, "c" * 64, -0.1), (1, "d" * 64, "b" * 64, 2.0 ** -40)]
+
+    def table() -> tuple[str, list[tuple]]:  # type: ignore[type-arg]
+        with store.engine.connect() as conn:
+            sql = conn.execute(text("SELECT sql FROM sqlite_master WHERE name = 'score_cache'")).scalar_one()
+            return sql, [tuple(r) for r in conn.execute(text("SELECT * FROM score_cache ORDER BY 1, 2, 3"))]
+
+    with store.engine.begin() as conn:
+        conn.execute(text("INSERT INTO models (id, fingerprint, kind, backend, name, config, created_at) "
+                          "VALUES (1, :fp, 'scorer', 'bench', 'm', '{}', '2026-12-06')"), {"fp": "f" * 64})
+        conn.execute(text("INSERT INTO score_cache VALUES (:m, :i, :t, :s)"),
+                     [dict(zip("mits", r)) for r in rows])
+    assert "WITHOUT ROWID" not in table()[0]
+    upgrade(store)
+    sql, after = table()
+    assert "WITHOUT ROWID" in sql and after == rows
+    command.downgrade(alembic_config(store), "0006")
+    sql, back = table()
+    assert "WITHOUT ROWID" not in sql and back == rows
+    store.dispose()

@@ -39,6 +39,7 @@ from capstore.analysis.mirror_sync import (MIRROR_FORMAT, SyncReport, mirrored_t
                                            read_state, reset_mirror, sync_tables, write_state)
 from capstore.errors import StoreError
 from capstore.store.engine import Store
+from capstore.store.sqlite_files import read_head
 
 if TYPE_CHECKING:
     import duckdb
@@ -163,25 +164,22 @@ def change_marker(store: Store) -> str | None:
         database = make_url(store.url).database
         if not database:
             return None
+        # Read through descriptors that stay open: closing one would drop this process's SQLite locks.
         try:
             st = os.stat(database)
-            with open(database, "rb") as f:
-                head = f.read(100)
         except OSError:
             return None
+        head = read_head(database, 100)
+        if head is None:
+            return None
         parts = [f"db:{st.st_size}:{st.st_mtime_ns}:{head[24:28].hex()}{head[92:100].hex()}"]
+        wal = read_head(database + "-wal", 32) or b""
         try:
-            with open(database + "-wal", "rb") as f:
-                wal = f.read(32)
-            wal_size = os.stat(database + "-wal").st_size
+            wal_size = os.stat(database + "-wal").st_size if wal else 0
         except OSError:
-            wal, wal_size = b"", 0
+            wal_size = 0
         if wal_size:
-            try:
-                with open(database + "-shm", "rb") as f:
-                    index = f.read(48)
-            except OSError:
-                index = b""
+            index = read_head(database + "-shm", 48) or b""
             # The index's last frame, page count, frame checksum and salts (not its change counter,
             # which is reset whenever a connection rebuilds the index from the WAL).
             parts.append(f"wal:{wal_size}:{wal.hex()}:{index[16:40].hex()}")

@@ -81,8 +81,9 @@ class Scorer(Protocol):
     model_id: int  # row in ``models``
     fingerprint: str
 
-    def encode_texts(self, texts: Sequence[str], ctx: CallContext = CallContext()) -> np.ndarray:
-        """L2-normalised float32 embeddings, one row per text (cached by text sha)."""
+    def encode_texts(self, texts: Sequence[str], ctx: CallContext = CallContext(), cache: bool = True) -> np.ndarray:
+        """L2-normalised float32 embeddings, one row per text (cached by text sha; ``cache=False``: computed,
+        neither looked up nor stored, for texts whose scores are cached instead)."""
         ...
 
     def encode_images(self, images: Sequence[ImageRef], ctx: CallContext = CallContext()) -> np.ndarray:

@@ -13,7 +13,7 @@ from typing import Any, Callable
 from capstore.datasets.importer import ImportSummary, ItemSpec, write_split
 from capstore.datasets.records import FormatOptions, Records, pick_split, resolve_media
 from capstore.errors import InputError
-from capstore.inputs import display, read_json, storable_path
+from capstore.inputs import brief, display, read_json, storable_path
 from capstore.store.engine import Store
 
 DEFAULT_SPLIT = "test"
@@ -47,7 +47,7 @@ def parse_coco_like(path: Path, images_dir: Path, what: str = "COCO captions", *
         image_id = rec.ident(rec.require(img, "id", where), f"{where} id")
         file_name = rec.require(img, "file_name", where)
         if not isinstance(file_name, str) or not file_name:
-            raise rec.fail(f"{where} file_name is not a file name: {file_name!r:.80}")
+            raise rec.fail(f"{where} file_name is not a file name: {brief(file_name)}")
         if image_id in specs:
             raise rec.fail(f"image id {image_id} appears twice in 'images'")
         attributes = item_hook(img, where) if item_hook else None

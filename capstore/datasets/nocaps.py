@@ -14,6 +14,7 @@ from typing import Any
 from capstore.datasets.coco import parse_coco_like
 from capstore.datasets.importer import ItemSpec
 from capstore.datasets.records import FormatOptions, Records, pick_split, split_from_name
+from capstore.inputs import brief
 
 WHAT = "nocaps captions"
 DOMAINS = ("in-domain", "near-domain", "out-domain")
@@ -28,7 +29,7 @@ def parse(path: Path, options: FormatOptions) -> dict[str, list[ItemSpec]]:
     def domain(img: dict[str, Any], where: str) -> dict[str, Any]:
         value = rec.require(img, "domain", where)
         if value not in DOMAINS:
-            raise rec.fail(f"{where} domain is {value!r:.80}, expected one of {', '.join(DOMAINS)}")
+            raise rec.fail(f"{where} domain is {brief(value)}, expected one of {', '.join(DOMAINS)}")
         return {"domain": value}
 
     specs = parse_coco_like(path, options.media, WHAT, item_hook=domain, annotations_required=False)

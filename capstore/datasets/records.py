@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 from capstore.datasets.importer import ItemSpec
 from capstore.errors import InputError
-from capstore.inputs import display
+from capstore.inputs import brief, display
 
 
 @dataclass(frozen=True)
@@ -51,18 +51,18 @@ class Records:
     def text(self, value: Any, where: str, empty: bool = False) -> str:
         """A string (non-empty unless ``empty``)."""
         if not isinstance(value, str) or (not empty and not value):
-            raise self.fail(f"{where} is not a {'string' if empty else 'non-empty string'}: {value!r:.80}")
+            raise self.fail(f"{where} is not a {'string' if empty else 'non-empty string'}: {brief(value)}")
         return value
 
     def ident(self, value: Any, where: str) -> str:
         """An id as text: an integer or a non-empty string (not a float, a list, true or null)."""
         if isinstance(value, bool) or not isinstance(value, (int, str)) or value == "":
-            raise self.fail(f"not {self.what}: {where} is {value!r:.80}, expected an integer or a string")
+            raise self.fail(f"not {self.what}: {where} is {brief(value)}, expected an integer or a string")
         return str(value)
 
     def flag(self, value: Any, where: str) -> bool:
         if not isinstance(value, bool):
-            raise self.fail(f"{where} is {value!r:.80}, expected true or false")
+            raise self.fail(f"{where} is {brief(value)}, expected true or false")
         return value
 
 
@@ -87,7 +87,7 @@ def media_path(records: Records, folder: Path, name: str) -> Path:
     base = os.path.normpath(folder.absolute())
     target = os.path.normpath((folder / name).absolute())
     if os.path.commonpath([base, target]) != base:
-        raise records.fail(f"media file name {name!r:.80} leads out of the media folder {display(folder)}")
+        raise records.fail(f"media file name {brief(name)} leads out of the media folder {display(folder)}")
     return folder / name
 
 

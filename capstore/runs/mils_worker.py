@@ -9,7 +9,8 @@ Work is batched across images: one scorer call embeds all images of the batch, t
 once per store (through the embedding cache, under a store-wide lock so that workers starting
 together do not all encode it: one does, the others then read it from the cache), iteration 0 is
 one matrix product, and each later iteration sends every active image's prompt to the generator in
-one call and scores all new candidates in one call. The batch's steps of an iteration are committed together
+one call and scores all new candidates in one call (their scores cached, not their embeddings:
+``capstore.backends.score_cache``). The batch's steps of an iteration are committed together
 (``steps.commit_steps``, one transaction), so a kill loses at most the iteration in flight.
 """
 
@@ -22,6 +23,7 @@ import numpy as np
 from sqlalchemy import select
 
 from capstore.backends.base import CallContext
+from capstore.backends.score_cache import BatchScores, batch_scores, score_texts
 from capstore.methods.mils import format_prompt, keep_top, parse_candidates, pool_top, should_stop
 from capstore.methods.modalities import embed_media
 from capstore.methods.pool import load_pool
@@ -56,6 +58,7 @@ class MilsWorker:
         self.ctx = CallContext(run_id=run_id, worker=worker)
         self.on_step = on_step
         self._pool: tuple[list[str], np.ndarray] | None = None
+        self._scores = BatchScores(fresh=set())  # the batch in hand's scores (``process``)
 
     @property
     def scorer(self):  # type: ignore[no-untyped-def]
@@ -71,6 +74,7 @@ class MilsWorker:
         for st, emb in zip(states, embeddings):
             st.embedding = emb
         states = self._drop_undecodable(states, failed)
+        self._scores = batch_scores(self.store, self.scorer.model_id, [st.image.sha256 for st in states])
         self._load_progress([st for st in states if st.done >= 0])
         fresh = [st for st in states if st.done < 0]
         if fresh:
@@ -158,14 +162,11 @@ class MilsWorker:
                              f"iteration {iteration}: no 'N. text' lines in: {out.text[:200]!r}")
             kept_texts = {t for t, _ in st.kept}
             parsed.append([t for t in texts if t not in kept_texts])
-        all_new = sorted({t for texts in parsed for t in texts})
-        emb = self.scorer.encode_texts(all_new, self.ctx) if all_new else None
-        index = {t: i for i, t in enumerate(all_new)}
+        active = [(st, texts) for st, texts in zip(states, parsed) if st.active]
+        scores = score_texts(self.store, self.scorer, [(st.image.sha256, st.embedding) for st, _ in active],
+                             [texts for _, texts in active], self.ctx, self._scores)
         results = []
-        for st, texts in zip(states, parsed):
-            if not st.active:
-                continue
-            scored = {t: float(emb[index[t]] @ st.embedding) for t in texts}  # type: ignore[index]
+        for (st, texts), scored in zip(active, scores):
             kept = keep_top({**dict(st.kept), **scored}, self.cfg.keep)
             results.append((st, [(t, "generated", s) for t, s in scored.items()], kept))
         self._commit(iteration, results)

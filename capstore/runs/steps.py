@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from capstore.runs.leases import store_now
 from capstore.store.bulk import insert_rows
-from capstore.store.content import put_texts
+from capstore.store.content import put_texts, sha256_text
 from capstore.store.engine import Store
 from capstore.store.schema import Candidate, Caption, ErrorEvent, IterationState, WorkItem, utcnow
 
@@ -47,10 +47,10 @@ class Step:
     item_id: int
     iteration: int
     new: list[tuple[str, str, float | None]]  # (text, origin, score) produced at this iteration
-    kept: list[tuple[str, float]]  # kept set after this iteration, best first
+    kept: list[tuple[str, float]]  # kept set after this iteration, best first: texts of ``new`` or stored ones
     final: bool = False
     stopped_early: bool = False
-    caption: tuple[str, float | None, int] | None = None  # (text, score, iteration found), when final
+    caption: tuple[str, float | None, int] | None = None  # (text, score, iteration found), when final; a kept text
 
 
 def commit_step(store: Store, run_id: int, worker: str, step: Step, lease_seconds: float) -> None:
@@ -69,9 +69,12 @@ def commit_steps(store: Store, run_id: int, worker: str, steps: list[Step], leas
         now = store_now(s)
         moved = _advance(s, worker, steps, now, lease_seconds)
         done = [st for st in steps if (st.work_id, st.iteration) in moved]
-        texts = [t for st in done for t, _, _ in st.new] + [t for st in done for t, _ in st.kept]
-        texts += [st.caption[0] for st in done if st.caption]
+        # Only the new candidates' texts are written: a kept text (and so the caption) is one of them
+        # or an earlier candidate of the item, already stored; asking for it again cost a key probe each.
+        texts = [t for st in done for t, _, _ in st.new]
         sha = dict(zip(texts, put_texts(s, texts)))
+        for text in {t for st in done for t, _ in st.kept} - sha.keys():
+            sha[text] = sha256_text(text)
         insert_rows(s, Candidate.__table__, CANDIDATE_COLUMNS,
                     [row for st in done for row in _candidate_rows(run_id, st, sha)])
         insert_rows(s, IterationState.__table__, STATE_COLUMNS, [_state_row(run_id, st, sha, now) for st in done])

@@ -21,6 +21,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from capstore.errors import StoreError, first_line
+from capstore.store.sqlite_files import read_head
 
 T = TypeVar("T")
 DEFAULT_DB = "capstore.db"
@@ -147,11 +148,11 @@ def _check_sqlite_file(path: Path) -> None:
         raise StoreError(f"cannot open store {path}: it is a folder, not a SQLite file")
     if not path.is_file():
         raise StoreError(f"cannot open store {path}: not a regular file (a device, pipe or socket)")
-    try:
-        with path.open("rb") as f:
-            head = f.read(len(SQLITE_HEADER))
-    except OSError as exc:
-        raise StoreError(f"cannot open store {path}: {exc.strerror or exc}") from exc
+    # Not open() and close(): closing would drop the locks of this process's connections to the file.
+    head = read_head(path, len(SQLITE_HEADER))
+    if head is None:
+        raise StoreError(f"cannot open store {path}: "
+                         f"{'Permission denied' if not os.access(path, os.R_OK) else 'it cannot be read'}")
     if head and head != SQLITE_HEADER:
         raise StoreError(f"{path} is not a SQLite database (it starts with {head[:8]!r}); "
                          "--db must name a capstore store, a new file or a database URL")

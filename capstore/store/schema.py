@@ -290,9 +290,11 @@ class EmbeddingCache(Base):
 
 
 class ScoreCache(Base):
-    """A scorer's score of a (image, text) pair."""
+    """A scorer's score of a (medium, text) pair: MILS's generated candidates, each scored against one
+    medium, are cached here instead of as embeddings. WITHOUT ROWID on SQLite (one b-tree by the key)."""
 
     __tablename__ = "score_cache"
+    __table_args__ = {"sqlite_with_rowid": False}
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
     image_sha: Mapped[str] = mapped_column(SHA, primary_key=True)
     text_sha: Mapped[str] = mapped_column(SHA, primary_key=True)

@@ -79,14 +79,14 @@ class MediaScorer:
 
     # -- the Scorer contract --------------------------------------------------------------------
 
-    def encode_texts(self, texts: Sequence[str], ctx: CallContext = CallContext()) -> np.ndarray:
-        """L2-normalised float32 embeddings, one row per text (cached by text sha)."""
+    def encode_texts(self, texts: Sequence[str], ctx: CallContext = CallContext(), cache: bool = True) -> np.ndarray:
+        """L2-normalised float32 embeddings, one row per text (cached by text sha unless ``cache=False``)."""
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
         shas = [sha256_text(t) for t in texts]
         content = dict(zip(shas, texts))
         found, _ = self._cached("text", shas, lambda batch: [content[s] for s in batch], self._text_batch,
-                                self.text_batch_size, ctx)
+                                self.text_batch_size, ctx, cache=cache)
         return np.stack([found[s] for s in shas])
 
     def encode_media(self, media: Sequence[MediaRef], ctx: CallContext = CallContext()) -> tuple[np.ndarray, dict[str, str]]:
@@ -112,16 +112,19 @@ class MediaScorer:
 
     def _cached(self, kind: str, shas: list[str], content: Callable[[list[str]], list[Any]] | None,
                 encode: Callable[[list[Any]], np.ndarray], batch_size: int, ctx: CallContext,
-                decode: Callable[[str], Any] | None = None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-        """Cached rows of ``shas``; misses computed in batches (decoded first, untimed) and stored."""
+                decode: Callable[[str], Any] | None = None, cache: bool = True,
+                ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+        """Cached rows of ``shas``; misses computed in batches (decoded first, untimed) and stored
+        (``cache=False``: all computed, nothing stored)."""
         start = time.perf_counter()
-        found = get_embeddings(self.store, self.model_id, kind, shas)
+        found = get_embeddings(self.store, self.model_id, kind, shas) if cache else {}
         misses = [s for s in dict.fromkeys(shas) if s not in found]
         failed: dict[str, str] = {}
         device_seconds, calls = 0.0, 0
 
         def keep(batch: list[str], vecs: Sequence[np.ndarray]) -> None:
-            put_embeddings(self.store, self.model_id, kind, batch, np.asarray(vecs))
+            if cache:
+                put_embeddings(self.store, self.model_id, kind, batch, np.asarray(vecs))
             found.update(zip(batch, vecs))
 
         for first in range(0, len(misses), batch_size):

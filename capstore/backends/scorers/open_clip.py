@@ -88,9 +88,9 @@ class OpenClipScorer:
             self._loaded = (model.eval(), preprocess, tokenizer)
         return self._loaded
 
-    def encode_texts(self, texts: Sequence[str], ctx: CallContext = CallContext()) -> np.ndarray:
+    def encode_texts(self, texts: Sequence[str], ctx: CallContext = CallContext(), cache: bool = True) -> np.ndarray:
         shas = [sha256_text(t) for t in texts]
-        return self._cached("text", shas, dict(zip(shas, texts)), self._encode_text_batch, ctx)
+        return self._cached("text", shas, dict(zip(shas, texts)), self._encode_text_batch, ctx, cache)
 
     def encode_images(self, images: Sequence[ImageRef], ctx: CallContext = CallContext()) -> np.ndarray:
         shas = [im.sha256 for im in images]
@@ -99,11 +99,12 @@ class OpenClipScorer:
     def score(self, image: ImageRef, texts: Sequence[str], ctx: CallContext = CallContext()) -> np.ndarray:
         return self.encode_texts(texts, ctx) @ self.encode_images([image], ctx)[0]
 
-    def _cached(self, kind: str, shas: list[str], content: dict[str, Any], encode, ctx: CallContext) -> np.ndarray:  # type: ignore[no-untyped-def]
+    def _cached(self, kind: str, shas: list[str], content: dict[str, Any], encode, ctx: CallContext,  # type: ignore[no-untyped-def]
+                cache: bool = True) -> np.ndarray:
         if not shas:
             return np.zeros((0, 0), dtype=np.float32)
         start = time.perf_counter()
-        found = get_embeddings(self.store, self.model_id, kind, shas)
+        found = get_embeddings(self.store, self.model_id, kind, shas) if cache else {}
         misses = [s for s in dict.fromkeys(shas) if s not in found]
         if misses:
             loading = time.perf_counter()
@@ -111,7 +112,8 @@ class OpenClipScorer:
             start += time.perf_counter() - loading
 
         def keep(batch: list[str], vecs: Sequence[np.ndarray]) -> None:
-            put_embeddings(self.store, self.model_id, kind, batch, vecs)
+            if cache:
+                put_embeddings(self.store, self.model_id, kind, batch, vecs)
             found.update(zip(batch, vecs))
 
         device_seconds = timed_batches(self.device, misses, self.batch_size,

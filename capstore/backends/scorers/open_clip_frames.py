@@ -45,8 +45,8 @@ class OpenClipFramesScorer(MediaScorer):
                                                          "frames": self.frames, "sampling": "segment-centres",
                                                          "pooling": "mean-of-normalised"})
 
-    def encode_texts(self, texts: Sequence[str], ctx: CallContext = CallContext()) -> np.ndarray:
-        return self.clip.encode_texts(texts, ctx)
+    def encode_texts(self, texts: Sequence[str], ctx: CallContext = CallContext(), cache: bool = True) -> np.ndarray:
+        return self.clip.encode_texts(texts, ctx, cache)
 
     def _load_model(self) -> Any:
         return self.clip.load()

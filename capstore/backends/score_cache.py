@@ -1,0 +1,77 @@
+"""Scores of (medium, text) pairs, cached by (scorer, medium sha, text sha).
+
+MILS scores each generated candidate against one medium only. Caching those texts' embeddings (a
+1152-float SigLIP vector each, 4.6 KB) cost a COCO-5K run 7.9 GB and half of the engine's store time
+(``benchmarks/README.md``, full-size rehearsal), to be read back only by a rerun, which needs the
+scores, not the vectors: a score is one double beside its two shas. Texts scored against many media
+(the pool, seeds, references) keep their embeddings cached instead.
+
+A worker's batch remembers the scores it has seen (``BatchScores``). Its media that had no cached
+score when the batch began can only get scores from this batch (it holds their items), so their
+pairs are looked up there, not in the store: in a fresh run every lookup misses, and on PostgreSQL
+under a run's writes one took ~50 ms. A resumed or repeated run finds its media's scores stored and
+looks them up: the same values, to the bit, as the batch that first computed them used.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from capstore.backends.base import CallContext
+from capstore.backends.caching import get_scores, media_with_scores, put_scores
+from capstore.backends.usage import record_usage
+from capstore.store.content import sha256_text
+from capstore.store.engine import Store
+
+
+@dataclass
+class BatchScores:
+    """The scores one batch has seen, and its media that had none cached when it began."""
+
+    fresh: set[str]
+    seen: dict[tuple[str, str], float] = field(default_factory=dict)
+
+
+def batch_scores(store: Store, model_id: int, media: Sequence[str]) -> BatchScores:
+    """A batch's memory of scores, for a batch of ``media`` (shas) scored by ``model_id``."""
+    return BatchScores(fresh=set(media) - media_with_scores(store, model_id, media))
+
+
+def score_texts(store: Store, scorer: Any, media: Sequence[tuple[str, np.ndarray]],
+                texts: Sequence[Sequence[str]], ctx: CallContext = CallContext(),
+                batch: BatchScores | None = None) -> list[dict[str, float]]:
+    """For each medium ``(sha, embedding)`` the scores of its ``texts`` (text -> cosine).
+
+    Known pairs are read back (from ``batch`` and the store); the texts of the other pairs are
+    embedded in one call, sorted and uncached (the same call, in the same order, as a fresh run
+    makes), and their scores stored. A usage event counts the texts every pair of which was known."""
+    start = time.perf_counter()
+    memo = batch if batch is not None else BatchScores(fresh=set())
+    shas = {t: sha256_text(t) for group in texts for t in group}
+    wanted = list(dict.fromkeys((sha, shas[t]) for (sha, _), group in zip(media, texts) for t in group))
+    found = {pair: memo.seen[pair] for pair in wanted if pair in memo.seen}
+    ask = [pair for pair in wanted if pair not in found and pair[0] not in memo.fresh]
+    if ask:
+        found.update(get_scores(store, scorer.model_id, ask))
+    lookup_seconds = time.perf_counter() - start  # the encode call records its own time
+    missing = sorted({t for (sha, _), group in zip(media, texts) for t in group if (sha, shas[t]) not in found})
+    if missing:
+        emb = scorer.encode_texts(missing, ctx, cache=False)
+        row = {t: i for i, t in enumerate(missing)}
+        new = {(sha, shas[t]): float(emb[row[t]] @ vector)
+               for (sha, vector), group in zip(media, texts) for t in group
+               if t in row and (sha, shas[t]) not in found}  # a known pair keeps its value
+        put_scores(store, scorer.model_id, new)
+        found.update(new)
+    memo.seen.update(found)
+    served = len(shas) - len(missing)
+    if served:
+        device = str(getattr(scorer, "device", "cpu"))
+        record_usage(store, run_id=ctx.run_id, stage=ctx.stage or "encode_text", model_id=scorer.model_id,
+                     device_type=device.split(":")[0], device_name=getattr(scorer, "device_name", None),
+                     wall_seconds=lookup_seconds, items=served, calls=0, cached=served, worker=ctx.worker)
+    return [{t: found[(sha, shas[t])] for t in group} for (sha, _), group in zip(media, texts)]
