@@ -52,19 +52,19 @@ def score_texts(store: Store, scorer: Any, media: Sequence[tuple[str, np.ndarray
     start = time.perf_counter()
     memo = batch if batch is not None else BatchScores(fresh=set())
     shas = {t: sha256_text(t) for group in texts for t in group}
-    wanted = list(dict.fromkeys((sha, shas[t]) for (sha, _), group in zip(media, texts) for t in group))
-    found = {pair: memo.seen[pair] for pair in wanted if pair in memo.seen}
-    ask = [pair for pair in wanted if pair not in found and pair[0] not in memo.fresh]
+    # Every (medium, text) asked for, with the medium's embedding: walked once, filtered below.
+    asked = {(sha, shas[t]): (t, vector) for (sha, vector), group in zip(media, texts) for t in group}
+    found = {pair: memo.seen[pair] for pair in asked if pair in memo.seen}
+    ask = [pair for pair in asked if pair not in found and pair[0] not in memo.fresh]
     if ask:
         found.update(get_scores(store, scorer.model_id, ask))
     lookup_seconds = time.perf_counter() - start  # the encode call records its own time
-    missing = sorted({t for (sha, _), group in zip(media, texts) for t in group if (sha, shas[t]) not in found})
+    unknown = {pair: tv for pair, tv in asked.items() if pair not in found}
+    missing = sorted({t for t, _ in unknown.values()})
     if missing:
         emb = scorer.encode_texts(missing, ctx, cache=False)
         row = {t: i for i, t in enumerate(missing)}
-        new = {(sha, shas[t]): float(emb[row[t]] @ vector)
-               for (sha, vector), group in zip(media, texts) for t in group
-               if t in row and (sha, shas[t]) not in found}  # a known pair keeps its value
+        new = {pair: float(emb[row[t]] @ vector) for pair, (t, vector) in unknown.items()}
         put_scores(store, scorer.model_id, new)
         found.update(new)
     memo.seen.update(found)

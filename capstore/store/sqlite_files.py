@@ -64,7 +64,7 @@ def _retire(fd: int) -> None:
     one of a file renamed away is left open: a connection of this process may still lock it."""
     try:
         deleted = os.fstat(fd).st_nlink == 0
-    except OSError:
-        deleted = True
+    except OSError:  # not an open descriptor any more: nothing to close
+        return
     if deleted:
         os.close(fd)
