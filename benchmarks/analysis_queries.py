@@ -17,7 +17,8 @@ Measured, in this order:
 4. **new iteration**: one more MILS iteration for every item of the run (50 candidates each, 18 of
    them new texts and 32 texts from its previous iteration, as MILS's candidates repeat; iteration
    states, work-item updates and usage) written in one bulk transaction through
-   ``capstore.store.bulk.insert_rows``, then the sync that brings it into the mirror.
+   ``capstore.store.bulk.insert_rows``, then the sync that brings it into the mirror; ``--new-iterations N``
+   does that N times (each a new iteration, each synced).
 
 ``--direct`` times the queries of 3 also with ``analysis="off"`` (DuckDB's scanners on the store).
 Numbers and the machine: ``benchmarks/README.md``.
@@ -145,6 +146,7 @@ def main() -> None:
     parser.add_argument("--direct", action="store_true", help="also time the queries without the mirror")
     parser.add_argument("--skip-build", action="store_true", help="keep an existing mirror")
     parser.add_argument("--no-iteration", action="store_true", help="do not add an iteration to the store")
+    parser.add_argument("--new-iterations", type=int, default=1, help="iterations added, each synced (default 1)")
     parser.add_argument("--json")
     args = parser.parse_args()
     store = open_for_reading(args.db)
@@ -190,13 +192,17 @@ def main() -> None:
         out["direct"] = run_queries(store, queries, 1, "off")
         for name, t in out["direct"].items():
             print(f"  direct {t['median_s']:8.4f} s  {name}", flush=True)
-    if not args.no_iteration:
+    for _ in range(0 if args.no_iteration else args.new_iterations):
         wrote = add_iteration(store, run)
         start = time.perf_counter()
         report = sync_mirror(store, path)
-        out["new_iteration"] = {**wrote, "sync_s": time.perf_counter() - start, "rows": report.rows,
-                                "sync_seconds_inside": report.seconds}
-        print("new iteration", json.dumps(out["new_iteration"]), flush=True)
+        out.setdefault("new_iterations", []).append({
+            **wrote, "sync_s": time.perf_counter() - start, "rows": report.rows,
+            "sync_seconds_inside": report.seconds, "checkpoint_s": report.checkpoint_seconds})
+        print("new iteration", json.dumps(out["new_iterations"][-1]), flush=True)
+    if out.get("new_iterations"):
+        syncs = [n["sync_s"] for n in out["new_iterations"]]
+        print(f"new iterations synced in {min(syncs):.2f}-{max(syncs):.2f} s (median {statistics.median(syncs):.2f})")
     store.dispose()
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))

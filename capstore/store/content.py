@@ -17,6 +17,7 @@ from capstore.store.schema import Base, Text
 
 # SQLite allows 32,766 bound parameters per statement; PostgreSQL 65,535.
 _MAX_PARAMS = 30_000
+_UNNEST_ROWS = 50_000  # rows per unnest statement on PostgreSQL (its arrays are single parameters)
 
 
 def sha256_text(text: str) -> str:
@@ -47,11 +48,40 @@ def insert_ignore(session: Session, model: type[Base] | Table, rows: Sequence[Ma
     if key and all(k in rows[0] for k in key):
         rows = sorted(rows, key=lambda row: tuple(row[k] for k in key))
     dialect = session.get_bind().dialect.name
+    if dialect == "postgresql" and _unnest_insert(session, table, rows):
+        return
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     stmt = insert(table).on_conflict_do_nothing()
     chunk = max(1, _MAX_PARAMS // max(1, len(rows[0])))
     for start in range(0, len(rows), chunk):
         session.execute(stmt, list(rows[start : start + chunk]))
+
+
+def _unnest_insert(session: Session, table: Table, rows: Sequence[Mapping[str, Any]]) -> bool:
+    """PostgreSQL: the rows as one ``INSERT … SELECT FROM unnest(arrays) ON CONFLICT DO NOTHING`` per
+    chunk, when no column's type converts values on the way in and no client-side default is left to
+    fill (else False: not done).
+
+    Twice as fast as the driver's multi-row VALUES for a batch of texts or scores (the engine's
+    commits); ``unnest`` keeps the arrays' order, so the rows still go in key order.
+    """
+    conn = session.connection()
+    columns = list(rows[0])
+    if any(c.default is not None and c.name not in rows[0] for c in table.columns):
+        return False  # SQLAlchemy's insert fills client-side defaults; unnest would not
+    types = []
+    for name in columns:
+        column_type = table.c[name].type
+        if column_type.dialect_impl(conn.dialect).bind_processor(conn.dialect) is not None:
+            return False
+        types.append(column_type.compile(dialect=conn.dialect))
+    quoted = ", ".join(f'"{c}"' for c in columns)
+    arrays = ", ".join(f"CAST(%s AS {t}[])" for t in types)
+    sql = f'INSERT INTO "{table.name}" ({quoted}) SELECT * FROM unnest({arrays}) ON CONFLICT DO NOTHING'
+    for start in range(0, len(rows), _UNNEST_ROWS):  # driver SQL: errors still come as SQLAlchemy's
+        part = rows[start : start + _UNNEST_ROWS]
+        conn.exec_driver_sql(sql, tuple([row[c] for row in part] for c in columns))
+    return True
 
 
 def put_texts(session: Session, texts: Iterable[str]) -> list[str]:
