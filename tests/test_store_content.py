@@ -128,7 +128,8 @@ def test_store_write_benchmark_paths_agree(store, monkeypatch: pytest.MonkeyPatc
 def test_insert_ignore_round_trips_every_value_and_fills_defaults(store) -> None:  # type: ignore[no-untyped-def]
     """PostgreSQL inserts plain-typed rows as unnest arrays: NULLs, bytes with NUL, unicode and
     every bit of a double come back as given; a table whose client-side default must be filled
-    (a dataset's created_at, an embedding's) still gets it."""
+    (a dataset's created_at) still gets it, and a column whose type converts values (an embedding's
+    bytes) goes the driver's way."""
     from sqlalchemy import event
 
     from capstore.store.schema import EmbeddingCache, Model, ScoreCache
