@@ -44,7 +44,7 @@ def insert_rows(session: Session, table: Table, columns: Sequence[str], rows: Se
         _sqlite_multirow(conn, table, columns, rows)
     else:
         n = len(columns)
-        flat = _flat(rows, n, _processors(table, columns, conn.dialect))
+        flat = _flat(rows, n, bind_processors(table, columns, conn.dialect))
         _copy(conn, table, columns, list(zip(*[iter(flat)] * n)))
     return len(rows)
 
@@ -84,7 +84,7 @@ def _flat(rows: Sequence[Sequence[Any]], n: int, processors: list[tuple[int, Any
     return flat
 
 
-def _processors(table: Table, columns: Sequence[str], dialect: Any) -> list[tuple[int, Any]]:
+def bind_processors(table: Table, columns: Sequence[str], dialect: Any) -> list[tuple[int, Any]]:
     """(position, bind processor) of the columns whose type converts values (JSON, SQLite datetimes, floats)."""
     found = [(i, table.c[c].type.dialect_impl(dialect).bind_processor(dialect)) for i, c in enumerate(columns)]
     return [(i, p) for i, p in found if p is not None]
@@ -98,7 +98,7 @@ def _sqlite_multirow(conn: Connection, table: Table, columns: Sequence[str], row
     """
     n = len(columns)
     k = max(1, min(SQLITE_ROWS_PER_STATEMENT, _SQLITE_MAX_PARAMS // n))
-    processors = _processors(table, columns, conn.dialect)
+    processors = bind_processors(table, columns, conn.dialect)
     one = "(" + ", ".join("?" * n) + ")"
     quoted = ", ".join(f'"{c}"' for c in columns)
     head = f'INSERT INTO "{table.name}" ({quoted}) VALUES '

@@ -13,6 +13,7 @@ from sqlalchemy import Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from capstore.store.bulk import bind_processors
 from capstore.store.schema import Base, Text
 
 # SQLite allows 32,766 bound parameters per statement; PostgreSQL 65,535.
@@ -69,12 +70,9 @@ def _unnest_insert(session: Session, table: Table, rows: Sequence[Mapping[str, A
     columns = list(rows[0])
     if any(c.default is not None and c.name not in rows[0] for c in table.columns):
         return False  # SQLAlchemy's insert fills client-side defaults; unnest would not
-    types = []
-    for name in columns:
-        column_type = table.c[name].type
-        if column_type.dialect_impl(conn.dialect).bind_processor(conn.dialect) is not None:
-            return False
-        types.append(column_type.compile(dialect=conn.dialect))
+    if bind_processors(table, columns, conn.dialect):
+        return False  # values the column types convert on the way in (JSON, bytes): the driver's way
+    types = [table.c[name].type.compile(dialect=conn.dialect) for name in columns]
     quoted = ", ".join(f'"{c}"' for c in columns)
     arrays = ", ".join(f"CAST(%s AS {t}[])" for t in types)
     sql = f'INSERT INTO "{table.name}" ({quoted}) SELECT * FROM unnest({arrays}) ON CONFLICT DO NOTHING'
