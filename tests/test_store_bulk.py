@@ -146,3 +146,92 @@ def test_commit_steps_writes_a_batch_in_one_go_and_skips_only_lost_items(store) 
     # The same steps again: already committed, so all lost and nothing written twice.
     again = commit_steps(store, run, WORKER, steps[:3], lease_seconds=60)
     assert len(again) == 3 and _count(store, Candidate) == 9
+
+
+def _statements(store) -> list[str]:  # type: ignore[no-untyped-def]
+    from sqlalchemy import event
+
+    seen: list[str] = []
+    event.listen(store.engine, "before_cursor_execute", lambda *a: seen.append(a[2]))
+    return seen
+
+
+@pytest.mark.postgres
+def test_postgres_bulk_writes_hold_the_parents_they_reference_without_row_triggers(pg_url: str) -> None:
+    """Written without the server's per-row foreign-key triggers (this role may turn them off), a
+    candidate still keeps its text: a concurrent delete of an existing text it references waits for
+    the writer (here: times out) instead of leaving the candidate dangling at commit; a text the same
+    transaction inserted is invisible to others, so it needs no lock."""
+    import psycopg
+    from sqlalchemy import create_engine, text
+
+    from capstore.store import open_store
+
+    store = open_store(pg_url)
+    run, items, _ = _run_with_items(store, 1)
+    with store.write() as s:
+        old = put_texts(s, ["stored before"])[0]
+    other = create_engine(pg_url)
+    seen = _statements(store)
+    try:
+        with store.write(bulk=True) as s:
+            new = put_texts(s, ["written by this transaction"])[0]
+            insert_rows(s, Candidate.__table__, CANDIDATE_COLUMNS,
+                        [(run, items[0], 0, sha, "pool", 0.5, k + 1) for k, sha in enumerate([old, new])])
+            with other.connect() as c, pytest.raises(Exception) as waited:
+                c.exec_driver_sql("SET lock_timeout = '300ms'")
+                c.execute(text("DELETE FROM texts WHERE sha256 = :s"), {"s": old})
+            assert isinstance(waited.value.orig, psycopg.errors.LockNotAvailable)  # type: ignore[attr-defined]
+        assert any("'replica'" in sql for sql in seen)  # the COPY ran without the triggers
+        locks = [sql for sql in seen if "FOR KEY SHARE" in sql]
+        assert len(locks) == 3  # runs, items, texts: one statement each, not one per row
+        with store.read() as s:
+            assert _count(store, Candidate) == 2
+        with other.connect() as c, pytest.raises(IntegrityError, match="candidates"):
+            c.execute(text("DELETE FROM texts WHERE sha256 = :s"), {"s": old})  # referenced now
+    finally:
+        other.dispose()
+        store.dispose()
+
+
+@pytest.mark.postgres
+def test_a_postgres_role_that_may_not_turn_off_triggers_keeps_them(pg_url: str) -> None:
+    """A role without the privilege to set ``session_replication_role`` writes through the server's
+    foreign-key triggers: the same rows, and a dangling reference refused the same way."""
+    import uuid
+
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+
+    from capstore.store import open_store
+
+    owner = open_store(pg_url)
+    run, items, _ = _run_with_items(owner, 1)
+    role = f"capstore_writer_{uuid.uuid4().hex[:10]}"
+    schema = make_url(pg_url).query["options"].split("%3D")[-1].split("=")[-1]
+    admin = create_engine(pg_url)
+    with admin.begin() as c:
+        c.exec_driver_sql(f'CREATE ROLE "{role}" LOGIN')
+        c.exec_driver_sql(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"')
+        c.exec_driver_sql(f'GRANT ALL ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"')
+        c.exec_driver_sql(f'GRANT ALL ON ALL SEQUENCES IN SCHEMA "{schema}" TO "{role}"')
+    store = open_store(make_url(pg_url).set(username=role).render_as_string(hide_password=False))
+    seen = _statements(store)
+    try:
+        with store.write(bulk=True) as s:
+            sha = put_texts(s, ["by a plain role"])[0]
+            insert_rows(s, Candidate.__table__, CANDIDATE_COLUMNS, [(run, items[0], 0, sha, "pool", 0.5, 1)])
+        assert _count(store, Candidate) == 1
+        with pytest.raises(DanglingReference, match="candidates.*is not present"):
+            with store.write(bulk=True) as s:
+                insert_rows(s, Candidate.__table__, CANDIDATE_COLUMNS, [(run, items[0], 1, "f" * 64, "pool", 0.5, 1)])
+        assert _count(store, Candidate) == 1
+        assert any("has_parameter_privilege" in sql for sql in seen)  # asked, and told no
+        assert not any("'replica'" in sql or "FOR KEY SHARE" in sql for sql in seen)
+    finally:
+        store.dispose()
+        owner.dispose()
+        with admin.begin() as c:
+            c.exec_driver_sql(f'DROP OWNED BY "{role}"')
+            c.exec_driver_sql(f'DROP ROLE "{role}"')
+        admin.dispose()

@@ -125,6 +125,10 @@ def test_store_write_benchmark_paths_agree(store, monkeypatch: pytest.MonkeyPatc
     assert out["candidates_stored"] == written and 6 * 3 * 8 <= written < 6 * 3 * 12
 
 
+# What an array literal must quote or escape: quotes, backslashes, braces, commas, blanks, NULL, empty.
+ODD_TEXTS = ["zéro \u00a0 ☃", "", 'say "hi"', "back\\slash \\\"", "{a,b}", "NULL", " lead, trail ", "two\nlines\t\r"]
+
+
 def test_insert_ignore_round_trips_every_value_and_fills_defaults(store) -> None:  # type: ignore[no-untyped-def]
     """PostgreSQL inserts plain-typed rows as unnest arrays: NULLs, bytes with NUL, unicode and
     every bit of a double come back as given; a table whose client-side default must be filled
@@ -144,12 +148,12 @@ def test_insert_ignore_round_trips_every_value_and_fills_defaults(store) -> None
                                        "score": 0.1 + 0.2}])
         insert_ignore(s, EmbeddingCache, [{"model_id": model_id, "content_kind": "text", "content_sha": "c" * 64,
                                            "dim": 2, "vector": b"\x00\x01\xff\x00"}])
-        put_texts(s, ["zéro \u00a0 ☃", ""])
+        put_texts(s, ODD_TEXTS)
         insert_ignore(s, Dataset, [{"name": "defaults"}])
     with store.read() as s:
         assert s.scalar(select(ScoreCache.score)) == 0.1 + 0.2  # 0.30000000000000004, to the bit
         assert s.scalar(select(EmbeddingCache.vector)) == b"\x00\x01\xff\x00"
-        assert set(get_texts(s, [sha256_text("zéro \u00a0 ☃"), sha256_text("")]).values()) == {"zéro \u00a0 ☃", ""}
+        assert get_texts(s, [sha256_text(t) for t in ODD_TEXTS]) == {sha256_text(t): t for t in ODD_TEXTS}
         assert s.scalar(select(Dataset.created_at).where(Dataset.name == "defaults")) is not None
     unnest = [sql for sql in statements if "unnest(" in sql]
     if store.dialect == "postgresql":

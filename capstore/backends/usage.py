@@ -23,4 +23,4 @@ def record_usage(target: Store | Session, *, run_id: int | None, stage: str, mod
     if isinstance(target, Session):
         target.add(UsageEvent(**row))
     else:
-        target.transact(lambda s: s.add(UsageEvent(**row)))
+        target.insert_one(UsageEvent.__table__, row)  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ from sqlalchemy import Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from capstore.store.bulk import bind_processors
+from capstore.store.bulk import array_parameter, bind_processors, held_here, references_checked_setwise
 from capstore.store.schema import Base, Text
 
 # SQLite allows 32,766 bound parameters per statement; PostgreSQL 65,535.
@@ -76,9 +76,15 @@ def _unnest_insert(session: Session, table: Table, rows: Sequence[Mapping[str, A
     quoted = ", ".join(f'"{c}"' for c in columns)
     arrays = ", ".join(f"CAST(%s AS {t}[])" for t in types)
     sql = f'INSERT INTO "{table.name}" ({quoted}) SELECT * FROM unnest({arrays}) ON CONFLICT DO NOTHING'
+    key = [c.name for c in table.primary_key.columns]
+    if len(key) == 1 and not session.in_nested_transaction():
+        sql += f' RETURNING "{key[0]}"'  # the keys this transaction inserted: see bulk.held_here
     for start in range(0, len(rows), _UNNEST_ROWS):  # driver SQL: errors still come as SQLAlchemy's
-        part = rows[start : start + _UNNEST_ROWS]
-        conn.exec_driver_sql(sql, tuple([row[c] for row in part] for c in columns))
+        arrays = [[row[c] for row in rows[start : start + _UNNEST_ROWS]] for c in columns]
+        with references_checked_setwise(session, table, columns, list(zip(*arrays))):
+            result = conn.exec_driver_sql(sql, tuple(map(array_parameter, arrays)))
+        if result.returns_rows:
+            held_here(session, table.name).update(result.scalars())
     return True
 
 

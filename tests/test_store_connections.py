@@ -1,0 +1,44 @@
+"""PostgreSQL connections of a store's pool: one the server closed is replaced, not handed out."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from capstore.store import engine as engine_module
+from capstore.store import open_store
+
+pytestmark = pytest.mark.postgres
+
+
+def _backend_pid(store) -> int:  # type: ignore[no-untyped-def]
+    with store.read() as s:
+        return int(s.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+
+def _terminate(url: str, pid: int) -> None:
+    admin = create_engine(url)
+    with admin.connect() as c:
+        assert c.execute(text("SELECT pg_terminate_backend(:p, 5000)"), {"p": pid}).scalar_one()
+    admin.dispose()
+
+
+def test_a_connection_the_server_closed_is_replaced_once_it_has_idled(pg_url: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pooled connection idle for PING_AFTER_IDLE_S is pinged before use and replaced when the
+    server closed it; one used back to back is not pinged (the cost of a round trip per transaction),
+    so a server that closes it in between fails that one transaction, and the pool recovers."""
+    store = open_store(pg_url)
+    try:
+        first = _backend_pid(store)
+        _terminate(pg_url, first)
+        monkeypatch.setattr(engine_module, "PING_AFTER_IDLE_S", 0.0)  # every checkout counts as idle
+        second = _backend_pid(store)
+        assert second != first
+        _terminate(pg_url, second)
+        monkeypatch.setattr(engine_module, "PING_AFTER_IDLE_S", 3600.0)  # not idle: not pinged
+        with pytest.raises(Exception, match="(?i)terminat|closed|connection"):
+            _backend_pid(store)
+        assert _backend_pid(store) not in (first, second)  # the pool let the dead one go
+    finally:
+        store.dispose()
