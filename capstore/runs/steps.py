@@ -9,7 +9,9 @@ item twice impossible even if two workers raced. Rows go through ``store.bulk.in
 bulk transaction: references are checked once per distinct run, item and text.
 
 Lock order (PostgreSQL): the batch's work items first, in id order, then the texts in sha order
-(``insert_ignore``), so two workers' commits never wait on each other in a cycle. A transaction the
+(``insert_ignore``), then the parents its rows reference and it did not insert (``FOR KEY SHARE``, in
+key order: ``bulk.lock_references``; such locks do not block each other), so two workers' commits
+never wait on each other in a cycle. A transaction the
 database still aborts (deadlock, SQLite busy) is run again whole (``Store.transact``).
 """
 
