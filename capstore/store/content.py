@@ -84,7 +84,7 @@ def _unnest_insert(session: Session, table: Table, rows: Sequence[Mapping[str, A
         with references_checked_setwise(session, table, columns, list(zip(*arrays))):
             result = conn.exec_driver_sql(sql, tuple(map(array_parameter, arrays)))
         if result.returns_rows:
-            held_here(session, table.name).update(result.scalars())
+            held_here(session, table.name).update(result.scalars().all())
     return True
 
 
