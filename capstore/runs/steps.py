@@ -11,8 +11,8 @@ bulk transaction: references are checked once per distinct run, item and text.
 Lock order (PostgreSQL): the batch's work items first, in id order, then the texts in sha order
 (``insert_ignore``), then the parents its rows reference and it did not insert (``FOR KEY SHARE``, in
 key order: ``bulk.lock_references``; such locks do not block each other), so two workers' commits
-never wait on each other in a cycle. A transaction the
-database still aborts (deadlock, SQLite busy) is run again whole (``Store.transact``).
+never wait on each other in a cycle. A transaction the database still aborts (deadlock, SQLite busy)
+is run again whole (``Store.transact``).
 """
 
 from __future__ import annotations
