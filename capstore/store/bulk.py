@@ -149,11 +149,8 @@ def array_parameter(values: Sequence[Any]) -> Any:
     so any text, ``""`` and ``"NULL"`` included, reads back as given; floats as their shortest
     exact ``repr`` (``nan`` and ``inf`` included), ints as digits.
     """
-    kinds = set(map(type, values))
-    if not kinds <= _LITERAL_TYPES:
+    if not set(map(type, values)) <= _LITERAL_TYPES:
         return list(values)
-    if kinds == {str}:
-        return '{"' + '","'.join([v.replace("\\", "\\\\").replace('"', '\\"') for v in values]) + '"}'
     return "{" + ",".join([_element(v) for v in values]) + "}"
 
 

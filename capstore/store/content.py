@@ -74,8 +74,8 @@ def _unnest_insert(session: Session, table: Table, rows: Sequence[Mapping[str, A
         return False  # values the column types convert on the way in (JSON, bytes): the driver's way
     types = [table.c[name].type.compile(dialect=conn.dialect) for name in columns]
     quoted = ", ".join(f'"{c}"' for c in columns)
-    arrays = ", ".join(f"CAST(%s AS {t}[])" for t in types)
-    sql = f'INSERT INTO "{table.name}" ({quoted}) SELECT * FROM unnest({arrays}) ON CONFLICT DO NOTHING'
+    casts = ", ".join(f"CAST(%s AS {t}[])" for t in types)
+    sql = f'INSERT INTO "{table.name}" ({quoted}) SELECT * FROM unnest({casts}) ON CONFLICT DO NOTHING'
     key = [c.name for c in table.primary_key.columns]
     if len(key) == 1 and not session.in_nested_transaction():
         sql += f' RETURNING "{key[0]}"'  # the keys this transaction inserted: see bulk.held_here
