@@ -457,3 +457,37 @@ def test_large_copies_go_through_the_scanner_in_a_child_process(mini: tuple[Stor
         direct.close()
     with store.engine.connect() as conn:  # the store is intact
         assert conn.exec_driver_sql("PRAGMA quick_check").scalar() == "ok"
+
+
+def test_candidate_shas_and_texts_are_stored_uncompressed(mini: tuple[Store, list[int]], tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The candidates' text shas and texts skip DuckDB's compression (UNCOMPRESSED: it cost a third of a
+    new iteration's sync); the same rows in a mirror without that rule are compressed (a dictionary: the
+    same 50 texts for every item), so the rule is what keeps them plain."""
+    store, items = mini
+    run = add_run(store, items, iterations=1)
+    with store.write(bulk=True) as s:
+        shas = put_texts(s, [f"a repeated caption number {j}" for j in range(50)])
+        insert_rows(s, Candidate.__table__, CANDIDATE_COLUMNS,
+                    [(run, i, it, sha, "generated", 0.5, j) for i in items for it in range(1, 6) for j, sha in enumerate(shas)])
+
+    def compression(path: Path) -> dict[str, set[str]]:
+        sync_mirror(store, path)
+        con = duckdb.connect(str(path), read_only=True)
+        try:
+            rows = con.execute("SELECT column_name, compression FROM pragma_storage_info('candidates') "
+                               "WHERE segment_type = 'VARCHAR'").fetchall()
+        finally:
+            con.close()
+        found: dict[str, set[str]] = {}
+        for column, kind in rows:
+            found.setdefault(column, set()).add(kind)
+        return found
+
+    kept = compression(tmp_path / "mirror.duckdb")
+    assert kept["text_sha"] == kept["_text"] == {"Uncompressed"}
+    assert kept["origin"] != {"Uncompressed"}  # DuckDB still compresses the other columns
+    monkeypatch.setattr("capstore.analysis.mirror_sync.UNCOMPRESSED", {})
+    plain = compression(tmp_path / "compressed.duckdb")
+    assert plain["text_sha"] != {"Uncompressed"} and plain["_text"] != {"Uncompressed"}
+    assert_mirror_equals_store(store)

@@ -5,9 +5,11 @@ its tokenized caption (COCOEvalCap's shapes). BLEU and CIDEr-D are computed in D
 (``duckdb_metrics``); ROUGE-L is pycocoevalcap's ``Rouge`` formula with its longest common
 subsequences computed bit-parallel (the same integers, ~20x faster); METEOR is METEOR 1.5 in its JVM, fed
 the very lines pycocoevalcap's ``Meteor.compute_score`` writes (one ``SCORE ||| refs ||| hyp`` line
-per image, then one ``EVAL`` line of all their statistics), so its values are pycocoevalcap's.
+per image), so its statistics are pycocoevalcap's.
 
-Two differences in how, not what: the ``SCORE`` lines are written by a writer thread while the
+Three differences in how, not what: the scores are computed from those statistics by
+``meteor_scores.meteor_eval`` (METEOR's ``EVAL`` arithmetic, to the last bit or one ulp, without
+its 1-2 s of parsing them); the ``SCORE`` lines are written by a writer thread while the
 statistics are read back (pycocoevalcap waits for each line's answer before writing the next:
 thousands of round trips), and the whole exchange runs in a background thread
 (``MeteorJob.start``), so METEOR works while BLEU, CIDEr-D and ROUGE-L are computed. The JVM is
@@ -23,6 +25,7 @@ import threading
 from typing import Hashable
 
 from capstore.metrics.java import MetricError, java_popen, meteor_command, require_java, timeout
+from capstore.metrics.meteor_scores import meteor_eval
 
 Gts = dict[Hashable, list[str]]
 _WRITE_LINES = 256  # SCORE lines per write: METEOR answers while the next ones are being written
@@ -102,9 +105,9 @@ def meteor_processes() -> int:
 class MeteorJob:
     """METEOR in its JVMs: started at construction, fed by ``start(gts, res)``, answered by ``result()``.
 
-    With several JVMs (``meteor_processes``) each scores a contiguous share of the ``SCORE`` lines; the
-    ``EVAL`` line of all their statistics, in order, goes to the first. A segment's statistics depend
-    on that segment alone, so the values are those of one JVM (and of pycocoevalcap).
+    With several JVMs (``meteor_processes``) each scores a contiguous share of the ``SCORE`` lines; all
+    their statistics, in order, are then scored together (``meteor_eval``). A segment's statistics
+    depend on that segment alone, so the values are those of one JVM (and of pycocoevalcap).
     """
 
     def __init__(self, processes: int | None = None) -> None:
@@ -183,13 +186,7 @@ class MeteorJob:
             if isinstance(part, BaseException):
                 raise part
             every.extend(part)
-        stdin, stdout = self.process.stdin, self.process.stdout
-        assert stdin is not None and stdout is not None
-        eval_line = "EVAL" + "".join(f" ||| {s}" for s in every)
-        stdin.write(f"{eval_line}\n".encode())
-        stdin.flush()
-        scores = [float(stdout.readline().strip()) for _ in lines]
-        return float(stdout.readline().strip()), scores
+        return meteor_eval(every)
 
     def close(self) -> None:
         if hasattr(self, "watchdog"):
