@@ -179,6 +179,21 @@ def test_pool_top_is_mils_top_with_ties_and_duplicates() -> None:
         assert pool_top(lines, scores, keep) == mils_top(lines, [float(s) for s in scores], keep)
 
 
+def test_pool_top_of_a_full_size_pool_with_ties_at_the_cutoff() -> None:
+    """A 28,767-line pool (only the lines at least as good as the keep-th are sorted): the same
+    places as MILS's full sort, with many lines tied at the cutoff and with fewer numbers than places."""
+    rng = np.random.default_rng(5)
+    lines = [f"line {i % 20_000}" for i in range(28_767)]
+    for levels in (3, 40, 1_000_000):
+        scores = (rng.integers(0, levels, len(lines)) / levels).astype(np.float32)
+        for keep in (1, 50, 500):
+            assert pool_top(lines, scores, keep) == mils_top(lines, [float(s) for s in scores], keep)
+    scores = np.full(len(lines), np.nan, dtype=np.float32)
+    scores[[7, 3, 11]] = [0.5, 0.75, 0.5]  # three numbers for 50 places: they come first, in MILS's order
+    assert pool_top(lines, scores, 50)[:3] == [("line 3", 0.75), ("line 7", 0.5), ("line 11", 0.5)]
+    assert len(pool_top(lines, scores, 50)) == 50
+
+
 def test_iteration_zero_keeps_mils_kept_set_on_a_pool_with_duplicates(demo_store, tiny_models,  # type: ignore[no-untyped-def]
                                                                          tmp_path: Path) -> None:
     """Repeated lines each take a place among the kept, as in MILS: fewer distinct lines are kept."""
