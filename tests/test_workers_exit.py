@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
@@ -84,3 +85,36 @@ def test_a_run_with_failed_items_exits_1_naming_the_first_error(demo_store: Stor
     assert code == 1, out
     assert "run 1: done; 1/2 items done, 1 failed" in out
     assert "1 of 2 items failed; first error: item demo-01, caption: http_500: server error" in out
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the swallowed interrupt, printed
+def test_ctrl_c_swallowed_by_a_finalizer_still_stops_the_run(demo_store: Store, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A Ctrl-C that lands while Python runs a finalizer (a ``__del__``, a weakref callback: SQLAlchemy
+    has many) raises its KeyboardInterrupt there, and Python only prints it ("Exception ignored"):
+    the run went on to the end and exited 0. The interrupt is remembered and the worker stops at the
+    next step as after any Ctrl-C: exit 130, the held items given back."""
+    from capstore.backends.fake import FakeCaptioner
+
+    class Finalizer:
+        def __del__(self) -> None:
+            signal.raise_signal(signal.SIGINT)  # its KeyboardInterrupt is raised in here, and swallowed
+
+    real = FakeCaptioner.caption
+    calls = []
+
+    def caption(self, images, seeds, ctx=None):  # type: ignore[no-untyped-def]
+        calls.append(len(images))
+        if len(calls) == 1:
+            Finalizer()  # collected at once
+        return real(self, images, seeds, *([ctx] if ctx is not None else []))
+
+    monkeypatch.setattr(FakeCaptioner, "caption", caption)
+    code, out = _cli(demo_store.url, "run", "--method", "fake", "--captioner", "fake:echo", "--limit", "6",
+                     "--batch-images", "1")
+    assert code == 130, out
+    assert "interrupted: held items given back" in out
+    with demo_store.read() as s:
+        assert s.get(Run, 1).status == "interrupted"
+        statuses = s.scalars(select(WorkItem.status)).all()
+    assert "leased" not in statuses and statuses.count("done") <= 2, statuses  # stopped at the next step
+    assert len(calls) <= 2

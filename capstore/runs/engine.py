@@ -28,6 +28,7 @@ from capstore.methods.registry import method_spec, worker_class
 from capstore.runs.config import RunConfig
 from capstore.runs.create import load_run
 from capstore.runs.heartbeat import Heartbeat
+from capstore.runs.interrupts import CtrlC
 from capstore.runs.leases import (claim, free_dead_leases, lease_seconds, new_worker_id, open_work, release,
                                   release_all, store_now)
 from capstore.runs.mils_worker import ItemState
@@ -114,16 +115,19 @@ def work(store: Store, run_id: int, worker: str | None = None, progress: bool = 
     desc = f"run {run_id} ({cfg.method})"
     bar = tqdm(total=total_steps, desc=desc, unit="step", disable=not progress)
     counter = {"steps": 0}
+    ctrl_c = CtrlC()
 
     def on_step(_final: bool) -> None:
         counter["steps"] += 1
         bar.update(1)
+        ctrl_c.check()  # a Ctrl-C a finalizer swallowed stops the run here, after a committed step
 
     method = worker_class(cfg.method)(store, run_id, cfg, worker, backends, on_step)  # the method registry's
     interrupted = False
     try:
-        with Heartbeat(store, run_id, worker, cfg.lease_seconds):
+        with ctrl_c, Heartbeat(store, run_id, worker, cfg.lease_seconds):
             while not (stop is not None and stop.is_set()):
+                ctrl_c.check()
                 batch = claim(store, run_id, worker, cfg.batch_images, cfg.lease_seconds)
                 if batch:
                     bar.set_description_str(desc)  # (it may have said "waiting")
