@@ -29,6 +29,10 @@ DEFAULT_DB = "capstore.db"
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 SQLITE_DEFAULT_CACHE_KIB = -2_000  # SQLite's own default (negative: KiB)
 SQLITE_BULK_CACHE_KIB = -262_144  # 256 MiB for bulk transactions: the unique index stays in memory
+# Pages in the WAL before SQLite copies them back (its default: 1,000). A run's commits rewrite the
+# same index pages again and again (random sha keys); between two checkpoints each is copied once:
+# a 1,000-item rehearsal's engine overhead 35.3 -> 32.2-33.2 worker-s. The WAL grows to ~40 MB.
+SQLITE_WAL_AUTOCHECKPOINT_PAGES = 10_000
 PING_AFTER_IDLE_S = 5.0  # PostgreSQL: a pooled connection idle this long is pinged before use
 
 
@@ -70,6 +74,7 @@ def _sqlite_engine(url: str, mode: str = "rw") -> Engine:
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute(f"PRAGMA wal_autocheckpoint={SQLITE_WAL_AUTOCHECKPOINT_PAGES}")
         cur.close()
 
     @event.listens_for(engine, "begin")
