@@ -42,3 +42,26 @@ def test_a_connection_the_server_closed_is_replaced_once_it_has_idled(pg_url: st
         assert _backend_pid(store) not in (first, second)  # the pool let the dead one go
     finally:
         store.dispose()
+
+
+def _setting(store, name: str) -> str:  # type: ignore[no-untyped-def]
+    with store.read() as s:
+        return str(s.execute(text(f"SHOW {name}")).scalar_one())
+
+
+def test_commits_do_not_wait_for_the_disk_unless_the_url_says_so(pg_url: str) -> None:
+    """As SQLite's synchronous=NORMAL: the store's connections commit without waiting for the WAL's
+    flush; the URL's own options (the fixture's search_path) are kept, and a URL that sets
+    synchronous_commit itself keeps its value."""
+    store = open_store(pg_url)
+    try:
+        assert _setting(store, "synchronous_commit") == "off"
+        assert _setting(store, "search_path") == pg_url.rsplit("%3D", 1)[1]  # the URL's option still applies
+    finally:
+        store.dispose()
+    durable = open_store(pg_url.replace("options=", "options=-c%20synchronous_commit%3Don%20"))
+    try:
+        assert _setting(durable, "synchronous_commit") == "on"
+        assert _setting(durable, "search_path") == pg_url.rsplit("%3D", 1)[1]
+    finally:
+        durable.dispose()

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from functools import partial
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -43,12 +44,15 @@ def batch_scores(store: Store, model_id: int, media: Sequence[str]) -> BatchScor
 
 def score_texts(store: Store, scorer: Any, media: Sequence[tuple[str, np.ndarray]],
                 texts: Sequence[Sequence[str]], ctx: CallContext = CallContext(),
-                batch: BatchScores | None = None) -> list[dict[str, float]]:
+                batch: BatchScores | None = None,
+                writes: list[Callable[[], None]] | None = None) -> list[dict[str, float]]:
     """For each medium ``(sha, embedding)`` the scores of its ``texts`` (text -> cosine).
 
     Known pairs are read back (from ``batch`` and the store); the texts of the other pairs are
     embedded in one call, sorted and uncached (the same call, in the same order, as a fresh run
-    makes), and their scores stored. A usage event counts the texts every pair of which was known."""
+    makes), and their scores stored — or, given ``writes``, the store write is appended there for
+    the caller to run (``capstore.store.alongside.write_alongside``). A usage event counts the texts every pair of
+    which was known."""
     start = time.perf_counter()
     memo = batch if batch is not None else BatchScores(fresh=set())
     shas = {t: sha256_text(t) for group in texts for t in group}
@@ -65,7 +69,11 @@ def score_texts(store: Store, scorer: Any, media: Sequence[tuple[str, np.ndarray
         emb = scorer.encode_texts(missing, ctx, cache=False)
         row = {t: i for i, t in enumerate(missing)}
         new = {pair: float(emb[row[t]] @ vector) for pair, (t, vector) in unknown.items()}
-        put_scores(store, scorer.model_id, new)
+        write = partial(put_scores, store, scorer.model_id, new)
+        if writes is None:
+            write()
+        else:
+            writes.append(write)
         found.update(new)
     memo.seen.update(found)
     served = len(shas) - len(missing)

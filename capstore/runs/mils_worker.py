@@ -17,7 +17,7 @@ one call and scores all new candidates in one call (their scores cached, not the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from sqlalchemy import select
@@ -30,6 +30,7 @@ from capstore.methods.pool import load_pool
 from capstore.runs.config import RunConfig, item_seed
 from capstore.runs.steps import Step, commit_steps, fail_item, record_error
 from capstore.store.content import get_texts, sha256_text
+from capstore.store.alongside import write_alongside
 from capstore.store.engine import Store
 from capstore.store.locks import store_lock
 from capstore.store.schema import Candidate, Caption, IterationState
@@ -163,19 +164,24 @@ class MilsWorker:
             kept_texts = {t for t, _ in st.kept}
             parsed.append([t for t in texts if t not in kept_texts])
         active = [(st, texts) for st, texts in zip(states, parsed) if st.active]
+        writes: list[Callable[[], None]] = []  # the new scores' cache write, committed beside the steps
         scores = score_texts(self.store, self.scorer, [(st.image.sha256, st.embedding) for st, _ in active],
-                             [texts for _, texts in active], self.ctx, self._scores)
+                             [texts for _, texts in active], self.ctx, self._scores, writes)
         results = []
         for (st, texts), scored in zip(active, scores):
             kept = keep_top({**dict(st.kept), **scored}, self.cfg.keep)
             results.append((st, [(t, "generated", s) for t, s in scored.items()], kept))
-        self._commit(iteration, results)
+        self._commit(iteration, results, writes)
 
     # -- commits --------------------------------------------------------------------------------
 
     def _commit(self, iteration: int,
-                results: list[tuple[ItemState, list[tuple[str, str, float | None]], list[tuple[str, float]]]]) -> None:
-        """Commit the (item, iteration) steps of the batch in one transaction, then advance the items."""
+                results: list[tuple[ItemState, list[tuple[str, str, float | None]], list[tuple[str, float]]]],
+                writes: Sequence[Callable[[], None]] = ()) -> None:
+        """Commit the (item, iteration) steps of the batch in one transaction, then advance the items.
+
+        ``writes`` (the iteration's cache writes: transactions of their own, which the steps do not
+        need) are committed beside it (``write_alongside``); all have ended when this returns."""
         steps, histories = [], []
         for st, new, kept in results:
             history = st.history + [kept[0][1] if kept else float("-inf")]
@@ -188,9 +194,11 @@ class MilsWorker:
             steps.append(Step(st.work_id, st.item_id, iteration, new, kept, final=final, stopped_early=bool(stop),
                               caption=caption))
             histories.append(history)
-        if not steps:
-            return
-        lost = {id(step) for step in commit_steps(self.store, self.run_id, self.worker, steps, self.cfg.lease_seconds)}
+
+        def commit() -> list[Step]:
+            return commit_steps(self.store, self.run_id, self.worker, steps, self.cfg.lease_seconds) if steps else []
+
+        lost = {id(step) for step in write_alongside(self.store, commit, writes)}
         for (st, _, kept), step, history in zip(results, steps, histories):
             if id(step) in lost:  # another worker has the item now
                 st.active = False
