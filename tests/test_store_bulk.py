@@ -9,7 +9,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from capstore.runs.steps import CANDIDATE_COLUMNS, STATE_COLUMNS, Step, commit_steps
-from capstore.store.bulk import DanglingReference, insert_rows
+from capstore.store.bulk import DanglingReference, insert_rows, insert_tables
 from capstore.store.content import put_texts, sha256_text
 from capstore.store.schema import (Candidate, Caption, Dataset, IterationState, Item, Run, Split, Text, WorkItem,
                                    utcnow)
@@ -154,6 +154,30 @@ def _statements(store) -> list[str]:  # type: ignore[no-untyped-def]
     seen: list[str] = []
     event.listen(store.engine, "before_cursor_execute", lambda *a: seen.append(a[2]))
     return seen
+
+
+def test_several_tables_in_one_go_turn_the_triggers_off_once_and_still_refuse_a_dangling_reference(store) -> None:  # type: ignore[no-untyped-def]
+    run, items, _ = _run_with_items(store, 2)
+    with store.write() as s:
+        shas = put_texts(s, ["one", "two"])
+    now = utcnow()
+    cands = [(run, item, 0, sha, "pool", 0.5, 1) for item, sha in zip(items, shas)]
+    states = [(run, item, 0, sha, 0.5, 0.5, 1, [[sha, 0.5]], now) for item, sha in zip(items, shas)]
+    seen = _statements(store)
+    with store.write(bulk=True) as s:
+        assert insert_tables(s, [(Candidate.__table__, CANDIDATE_COLUMNS, cands),
+                                 (Caption.__table__, ("run_id", "item_id", "text_sha"), []),  # nothing: skipped
+                                 (IterationState.__table__, STATE_COLUMNS, states)]) == 4
+    if store.dialect == "postgresql":
+        assert sum("'replica'" in sql for sql in seen) == 1  # one switch for both tables
+        assert sum("set_config(" in sql for sql in seen) == 2  # and one switch back
+    assert (_count(store, Candidate), _count(store, IterationState)) == (2, 2)
+    dangling = [(run, items[0], 1, sha, 0.5, 0.5, 1, [[sha, 0.5]], now) for sha in ["f" * 64]]
+    with pytest.raises(DanglingReference, match="iteration_states.*ffff"):
+        with store.write(bulk=True) as s:
+            insert_tables(s, [(Candidate.__table__, CANDIDATE_COLUMNS, [(run, items[0], 1, shas[0], "pool", 0.5, 1)]),
+                              (IterationState.__table__, STATE_COLUMNS, dangling)])
+    assert (_count(store, Candidate), _count(store, IterationState)) == (2, 2)  # the whole transaction rolled back
 
 
 @pytest.mark.postgres

@@ -164,7 +164,7 @@ class MilsWorker:
             kept_texts = {t for t, _ in st.kept}
             parsed.append([t for t in texts if t not in kept_texts])
         active = [(st, texts) for st, texts in zip(states, parsed) if st.active]
-        writes: list[Callable[[], None]] = []  # the new scores' cache write, committed beside the steps
+        writes: list[Callable[[], None]] = []  # the scores and their usage event, committed beside the steps
         scores = score_texts(self.store, self.scorer, [(st.image.sha256, st.embedding) for st, _ in active],
                              [texts for _, texts in active], self.ctx, self._scores, writes)
         results = []

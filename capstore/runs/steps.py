@@ -5,8 +5,8 @@ Write order inside the transaction: (1) each step's work item advances from ``it
 are given back as lost and nothing of them is written); (2) the texts; (3) the new candidates with
 their scores and ranks; (4) the iteration states (kept set as [text sha, score] pairs, best first);
 (5) on an item's last step, the final caption. The primary/unique keys of (2)-(5) make completing an
-item twice impossible even if two workers raced. Rows go through ``store.bulk.insert_rows`` in a
-bulk transaction: references are checked once per distinct run, item and text.
+item twice impossible even if two workers raced. Rows (3)-(5) go through ``store.bulk.insert_tables``
+in a bulk transaction: references are checked once per distinct run, item and text.
 
 Lock order (PostgreSQL): the batch's work items first, in id order, then the texts in sha order
 (``insert_ignore``), then the parents its rows reference and it did not insert (``FOR KEY SHARE``, in
@@ -27,7 +27,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from capstore.runs.leases import store_now
-from capstore.store.bulk import insert_rows
+from capstore.store.bulk import insert_tables
 from capstore.store.content import put_texts, sha256_text
 from capstore.store.engine import Store
 from capstore.store.schema import Candidate, Caption, ErrorEvent, IterationState, WorkItem, utcnow
@@ -77,12 +77,11 @@ def commit_steps(store: Store, run_id: int, worker: str, steps: list[Step], leas
         sha = dict(zip(texts, put_texts(s, texts)))
         for text in {t for st in done for t, _ in st.kept} - sha.keys():
             sha[text] = sha256_text(text)
-        insert_rows(s, Candidate.__table__, CANDIDATE_COLUMNS,
-                    [row for st in done for row in _candidate_rows(run_id, st, sha)])
-        insert_rows(s, IterationState.__table__, STATE_COLUMNS, [_state_row(run_id, st, sha, now) for st in done])
-        insert_rows(s, Caption.__table__, CAPTION_COLUMNS,
-                    [(run_id, st.item_id, sha[st.caption[0]], st.caption[1], st.caption[2], now)
-                     for st in done if st.caption])
+        insert_tables(s, [
+            (Candidate.__table__, CANDIDATE_COLUMNS, [row for st in done for row in _candidate_rows(run_id, st, sha)]),
+            (IterationState.__table__, STATE_COLUMNS, [_state_row(run_id, st, sha, now) for st in done]),
+            (Caption.__table__, CAPTION_COLUMNS, [(run_id, st.item_id, sha[st.caption[0]], st.caption[1], st.caption[2],
+                                                  now) for st in done if st.caption])])
         return moved
 
     moved = store.transact(unit, bulk=True)

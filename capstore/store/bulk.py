@@ -36,41 +36,61 @@ class DanglingReference(StoreError):
     """Rows point at parents that do not exist (the transaction is rolled back)."""
 
 
+Part = tuple[Table, Sequence[str], Sequence[Sequence[Any]]]  # (table, columns, rows in columns order)
+
+
 def insert_rows(session: Session, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
     """Insert ``rows`` (tuples in ``columns`` order) into ``table`` in the session's transaction; returns the count."""
-    if not rows:
+    return insert_tables(session, [(table, columns, rows)])
+
+
+def insert_tables(session: Session, parts: Sequence[Part]) -> int:
+    """``insert_rows`` of each ``(table, columns, rows)`` in turn; returns the rows' count.
+
+    On PostgreSQL the parts' references are checked first and the server's foreign-key triggers
+    turned off once around all of them (two round trips, not two a table), so no part may point at
+    rows another part inserts.
+    """
+    parts = [part for part in parts if part[2]]
+    if not parts:
         return 0
     conn = session.connection()
     if conn.dialect.name == "sqlite":
-        if not conn.exec_driver_sql("PRAGMA foreign_keys").scalar():
-            check_references(session, table, columns, rows)
-        _sqlite_multirow(conn, table, columns, rows)
+        checked = not conn.exec_driver_sql("PRAGMA foreign_keys").scalar()
+        for table, columns, rows in parts:
+            if checked:
+                check_references(session, table, columns, rows)
+            _sqlite_multirow(conn, table, columns, rows)
     else:
-        n = len(columns)
-        flat = _flat(rows, n, bind_processors(table, columns, conn.dialect))
-        with references_checked_setwise(session, table, columns, rows):
-            _copy(conn, table, columns, list(zip(*[iter(flat)] * n)))
-    return len(rows)
+        with references_checked_setwise(session, parts):
+            for table, columns, rows in parts:
+                n = len(columns)
+                flat = _flat(rows, n, bind_processors(table, columns, conn.dialect))
+                _copy(conn, table, columns, list(zip(*[iter(flat)] * n)))
+    return sum(len(rows) for _, _, rows in parts)
 
 
 @contextmanager
-def references_checked_setwise(session: Session, table: Table, columns: Sequence[str],
-                               rows: Sequence[Sequence[Any]]) -> Iterator[None]:
-    """PostgreSQL: the rows' references checked and locked once per distinct parent, then written without
-    the server's per-row foreign-key triggers, where this role may turn them off (else a no-op).
+def references_checked_setwise(session: Session, parts: Sequence[Part]) -> Iterator[None]:
+    """PostgreSQL: the references of the parts' rows checked and locked once per distinct parent, then
+    written without the server's per-row foreign-key triggers, where this role may turn them off
+    (else a no-op).
 
     A foreign-key trigger runs one locking lookup per row and key (a third of a candidate's COPY);
     ``lock_references`` takes the same ``FOR KEY SHARE`` locks once per distinct parent, in key order,
     so a concurrent delete of a parent still waits for this transaction or makes it fail. Turning
     triggers off (``session_replication_role = replica``) needs a superuser or, from PostgreSQL 15,
-    ``GRANT SET ON PARAMETER session_replication_role``; it lasts only for the statement inside.
+    ``GRANT SET ON PARAMETER session_replication_role``; it lasts only for the statements inside.
     """
     conn = session.connection()
-    if conn.dialect.name != "postgresql" or not table.foreign_keys or not _may_skip_triggers(conn) \
-            or any(fk.parent.name not in columns for fk in table.foreign_keys):  # a default would go unchecked
+    if conn.dialect.name != "postgresql" or not any(table.foreign_keys for table, _, _ in parts) \
+            or not _may_skip_triggers(conn) \
+            or any(fk.parent.name not in columns for table, columns, _ in parts
+                   for fk in table.foreign_keys):  # a default would go unchecked
         yield
         return
-    lock_references(session, table, columns, rows)
+    for table, columns, rows in parts:
+        lock_references(session, table, columns, rows)
     before = conn.exec_driver_sql("SELECT current_setting('session_replication_role'), "
                                   "set_config('session_replication_role', 'replica', true)").scalar()
     yield  # an error aborts the transaction, and its rollback undoes the setting

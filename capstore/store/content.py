@@ -81,7 +81,7 @@ def _unnest_insert(session: Session, table: Table, rows: Sequence[Mapping[str, A
         sql += f' RETURNING "{key[0]}"'  # the keys this transaction inserted: see bulk.held_here
     for start in range(0, len(rows), _UNNEST_ROWS):  # driver SQL: errors still come as SQLAlchemy's
         arrays = [[row[c] for row in rows[start : start + _UNNEST_ROWS]] for c in columns]
-        with references_checked_setwise(session, table, columns, list(zip(*arrays)) if table.foreign_keys else []):
+        with references_checked_setwise(session, [(table, columns, list(zip(*arrays)) if table.foreign_keys else [])]):
             result = conn.exec_driver_sql(sql, tuple(map(array_parameter, arrays)))
         if result.returns_rows:
             held_here(session, table.name).update(result.scalars().all())
