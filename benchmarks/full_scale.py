@@ -46,9 +46,11 @@ import io
 import json
 import multiprocessing as mp
 import os
+import queue
 import random
 import shutil
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -89,6 +91,7 @@ class Clock:
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
         self.calls: dict[str, int] = {}
+        self._lock = threading.Lock()  # a worker writes its scores on another thread (write_alongside)
 
     @contextmanager
     def part(self, name: str) -> Iterator[None]:
@@ -96,8 +99,9 @@ class Clock:
         try:
             yield
         finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
-            self.calls[name] = self.calls.get(name, 0) + 1
+            with self._lock:
+                self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+                self.calls[name] = self.calls.get(name, 0) + 1
 
     def wrap(self, owner: Any, attr: str, name: str) -> None:
         """Time every call of ``owner.attr`` as ``name`` (patched where the engine looks it up)."""
@@ -131,7 +135,7 @@ def instrument() -> None:
                               (score_cache, "record_usage", "usage events"),
                               # parts of "commit steps" (inside it, not beside it)
                               (steps, "put_texts", "commit steps: texts"),
-                              (steps, "insert_rows", "commit steps: candidates, states, captions"),
+                              (steps, "insert_tables", "commit steps: candidates, states, captions"),
                               (steps, "_advance", "commit steps: work items")):
         CLOCK.wrap(owner, attr, name)
 
@@ -316,7 +320,16 @@ def run_workers(url: str, run_id: int, workers: int) -> dict[str, Any]:
     start = time.perf_counter()
     for p in procs:
         p.start()
-    got = [results.get() for _ in procs]
+    got = []
+    while len(got) < len(procs):  # a worker that dies before it reports fails the rehearsal, not hangs it
+        try:
+            got.append(results.get(timeout=1.0))
+        except queue.Empty:
+            if sum(p.exitcode is not None for p in procs) > len(got):
+                try:  # one that reported just before it exited: its result is in the pipe
+                    got.append(results.get(timeout=5.0))
+                except queue.Empty:
+                    raise SystemExit(f"a worker died: exit codes {[p.exitcode for p in procs]}") from None
     for p in procs:
         p.join()
     wall = time.perf_counter() - start
