@@ -1,0 +1,27 @@
+"""The full-size rehearsal's own path, small: it patches the engine's functions by name to time them,
+so a renamed one must fail here, not in the next benchmark run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import REPO, need_shared
+
+
+def test_the_rehearsal_runs_small_and_accounts_for_the_engine_parts(tmp_path: Path) -> None:
+    need_shared("data/mils/image_descriptions_per_class.txt")
+    need_shared("data/mils/image_captioning_shorter.txt")
+    out = tmp_path / "rehearsal.json"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "full_scale.py"), "--small", "--dialects", "sqlite",
+                           "--workers", "1", "--no-eval", "--no-queries", "--out", str(tmp_path), "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run = json.loads(out.read_text())["configurations"][0]["run"]
+    assert run["steps"] == 400  # 40 items x 10 iterations
+    for part in ("commit steps", "commit steps: candidates, states, captions", "commit steps: texts",
+                 "commit steps: work items", "score cache write", "usage events", "load items", "claim"):
+        assert run["parts_s"].get(part, 0) > 0, part  # every instrumented part was called, under its name
+    assert 0 < run["engine_overhead_worker_s"] < run["worker_seconds"]
