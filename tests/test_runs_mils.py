@@ -162,3 +162,29 @@ def test_resuming_a_finished_run_loads_no_model(demo_store, tiny_models, tmp_pat
     for run_id in (1, 2):
         summary = work(demo_store, run_id, progress=False, backends=NoModels(), resume=True)  # type: ignore[arg-type]
         assert (summary.status, summary.steps, summary.items_done) == ("done", 0, 2)
+
+
+def test_an_iteration_that_fails_after_its_generation_still_caches_it(demo_store, tiny_models, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The backends' writes of an iteration are committed beside its steps; an iteration that fails
+    before that (here its scoring) still writes what its generator made, so a resume does not pay again."""
+    from capstore.runs import mils_worker
+    from capstore.store.schema import GenerationCache
+
+    def scorer_dies(*_a, **_k):  # type: ignore[no-untyped-def]
+        raise RuntimeError("the scorer died")
+
+    db = str(demo_store.url).replace("sqlite:///", "")
+    monkeypatch.setattr(mils_worker, "score_texts", scorer_dies)
+    result = CliRunner().invoke(cli, [*mils_args(tmp_path, tiny_models.specs["scorer"], extra=("--limit", "4")),
+                                      "--db", db])
+    assert result.exit_code != 0
+    with demo_store.read() as s:
+        assert s.scalar(select(func.count()).select_from(IterationState).where(IterationState.iteration == 1)) == 0
+        assert s.scalar(select(func.count()).select_from(GenerationCache)) == 4  # iteration 1's, one an item
+        assert s.scalar(select(func.sum(UsageEvent.calls)).where(UsageEvent.stage == "generate")) == 4
+    monkeypatch.undo()
+    out = _run(["resume", "1", "--quiet"], db)
+    assert "4/4 items done" in out
+    with demo_store.read() as s:  # iteration 1's generations came from the cache on resume
+        assert s.scalar(select(func.sum(UsageEvent.cached)).where(UsageEvent.stage == "generate")) >= 4

@@ -9,7 +9,7 @@ computes only the misses, writes them in one transaction, and records one usage 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -29,6 +29,16 @@ class CallContext:
     run_id: int | None = None
     worker: str | None = None
     stage: str | None = None  # overrides the backend's default stage name in usage events
+    # Where the caller collects the call's store writes (its usage event, new generations) to commit
+    # them itself; None: the call writes them. A MILS worker writes them beside its step commit.
+    writes: list[Callable[[], None]] | None = field(default=None, compare=False, repr=False)
+
+    def store_write(self, write: Callable[[], None]) -> None:
+        """A store write of this call: done now, or handed to the caller through ``writes``."""
+        if self.writes is None:
+            write()
+        else:
+            self.writes.append(write)
 
 
 @dataclass

@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 import re
 import time
+from functools import partial
 from typing import Any, Sequence
 
 from capstore.backends.base import CallContext, Generation, ImageRef
@@ -46,12 +47,14 @@ class _Fake:
         todo = [i for i, k in enumerate(keys) if k not in found]
         fresh = [requests[i][1]() for i in todo]
         self.model_calls += len(todo)
-        put_generations(self.store, self.model_id, [(keys[i], requests[i][0], g) for i, g in zip(todo, fresh)])
+        ctx.store_write(partial(
+            put_generations, self.store, self.model_id, [(keys[i], requests[i][0], g) for i, g in zip(todo, fresh)]))
         found.update((keys[i], g) for i, g in zip(todo, fresh))
-        record_usage(self.store, run_id=ctx.run_id, stage=ctx.stage or stage, model_id=self.model_id, device_type="cpu",
-                     device_name="fake", items=len(requests), calls=len(todo), cached=len(requests) - len(todo),
-                     tokens_in=sum(g.tokens_in for g in fresh), tokens_out=sum(g.tokens_out for g in fresh),
-                     worker=ctx.worker)
+        ctx.store_write(partial(
+            record_usage, self.store, run_id=ctx.run_id, stage=ctx.stage or stage, model_id=self.model_id,
+            device_type="cpu", device_name="fake", items=len(requests), calls=len(todo),
+            cached=len(requests) - len(todo), tokens_in=sum(g.tokens_in for g in fresh),
+            tokens_out=sum(g.tokens_out for g in fresh), worker=ctx.worker))
         return [found[k] for k in keys]
 
 

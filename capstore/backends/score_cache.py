@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -44,15 +44,13 @@ def batch_scores(store: Store, model_id: int, media: Sequence[str]) -> BatchScor
 
 def score_texts(store: Store, scorer: Any, media: Sequence[tuple[str, np.ndarray]],
                 texts: Sequence[Sequence[str]], ctx: CallContext = CallContext(),
-                batch: BatchScores | None = None,
-                writes: list[Callable[[], None]] | None = None) -> list[dict[str, float]]:
+                batch: BatchScores | None = None) -> list[dict[str, float]]:
     """For each medium ``(sha, embedding)`` the scores of its ``texts`` (text -> cosine).
 
     Known pairs are read back (from ``batch`` and the store); the texts of the other pairs are
     embedded in one call, sorted and uncached (the same call, in the same order, as a fresh run
     makes), and their scores stored. A usage event counts the texts every pair of which was known.
-    Given ``writes``, these two store writes are appended there for the caller to run
-    (``capstore.store.alongside.write_alongside``) instead of being written here."""
+    Both writes go through ``ctx.store_write`` (a MILS worker commits them beside its steps)."""
     start = time.perf_counter()
     memo = batch if batch is not None else BatchScores(fresh=set())
     shas = {t: sha256_text(t) for group in texts for t in group}
@@ -65,24 +63,18 @@ def score_texts(store: Store, scorer: Any, media: Sequence[tuple[str, np.ndarray
     lookup_seconds = time.perf_counter() - start  # the encode call records its own time
     unknown = {pair: tv for pair, tv in asked.items() if pair not in found}
     missing = sorted({t for t, _ in unknown.values()})
-    stores: list[Callable[[], None]] = []  # what this call writes: new scores, a usage event
     if missing:
         emb = scorer.encode_texts(missing, ctx, cache=False)
         row = {t: i for i, t in enumerate(missing)}
         new = {pair: float(emb[row[t]] @ vector) for pair, (t, vector) in unknown.items()}
-        stores.append(partial(put_scores, store, scorer.model_id, new))
+        ctx.store_write(partial(put_scores, store, scorer.model_id, new))
         found.update(new)
     memo.seen.update(found)
     served = len(shas) - len(missing)
     if served:
         device = str(getattr(scorer, "device", "cpu"))
-        stores.append(partial(
+        ctx.store_write(partial(
             record_usage, store, run_id=ctx.run_id, stage=ctx.stage or "encode_text", model_id=scorer.model_id,
             device_type=device.split(":")[0], device_name=getattr(scorer, "device_name", None),
             wall_seconds=lookup_seconds, items=served, calls=0, cached=served, worker=ctx.worker))
-    if writes is not None:
-        writes.extend(stores)
-    else:
-        for write in stores:
-            write()
     return [{t: found[(sha, shas[t])] for t in group} for (sha, _), group in zip(media, texts)]

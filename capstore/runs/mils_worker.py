@@ -16,7 +16,7 @@ one call and scores all new candidates in one call (their scores cached, not the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -30,7 +30,7 @@ from capstore.methods.pool import load_pool
 from capstore.runs.config import RunConfig, item_seed
 from capstore.runs.steps import Step, commit_steps, fail_item, record_error
 from capstore.store.content import get_texts, sha256_text
-from capstore.store.alongside import write_alongside
+from capstore.store.alongside import write_alongside, written_if_failed
 from capstore.store.engine import Store
 from capstore.store.locks import store_lock
 from capstore.store.schema import Candidate, Caption, IterationState
@@ -48,6 +48,10 @@ class ItemState:
     history: list[float] = field(default_factory=list)  # best score after each iteration
     embedding: np.ndarray | None = None
     active: bool = True
+
+
+# An item's step: its state, its new candidates (text, origin, score) and its kept set (text, score), best first.
+Result = tuple[ItemState, list[tuple[str, str, float | None]], list[tuple[str, float]]]
 
 
 class MilsWorker:
@@ -144,9 +148,19 @@ class MilsWorker:
     # -- iterations 1..N ------------------------------------------------------------------------
 
     def _iteration(self, states: list[ItemState], iteration: int) -> None:
+        # The backends' store writes of this iteration (new generations and scores, usage events) are
+        # committed beside its steps (``_commit``): the worker does not wait for each in turn. If the
+        # iteration fails before that, what its backends computed is still written (cached).
+        writes: list[Callable[[], None]] = []
+        with written_if_failed(writes):
+            results = self._results(states, iteration, replace(self.ctx, writes=writes))
+        self._commit(iteration, results, writes)
+
+    def _results(self, states: list[ItemState], iteration: int, ctx: CallContext) -> list[Result]:
+        """Generate, parse and score one iteration of ``states``: each active item's new candidates and kept set."""
         prompts = [format_prompt(self.cfg.prompt or "", st.kept, self.cfg.requested) for st in states]
         seeds = [item_seed(self.cfg.seed, st.image.sha256, iteration) for st in states]
-        outputs = self.generator.generate(prompts, seeds, self.ctx)
+        outputs = self.generator.generate(prompts, seeds, ctx)
         parsed: list[list[str]] = []
         for st, out in zip(states, outputs):
             if not out.ok:  # the call failed (API): nothing to commit; the item goes back for a retry
@@ -164,20 +178,17 @@ class MilsWorker:
             kept_texts = {t for t, _ in st.kept}
             parsed.append([t for t in texts if t not in kept_texts])
         active = [(st, texts) for st, texts in zip(states, parsed) if st.active]
-        writes: list[Callable[[], None]] = []  # the scores and their usage event, committed beside the steps
         scores = score_texts(self.store, self.scorer, [(st.image.sha256, st.embedding) for st, _ in active],
-                             [texts for _, texts in active], self.ctx, self._scores, writes)
+                             [texts for _, texts in active], ctx, self._scores)
         results = []
         for (st, texts), scored in zip(active, scores):
             kept = keep_top({**dict(st.kept), **scored}, self.cfg.keep)
             results.append((st, [(t, "generated", s) for t, s in scored.items()], kept))
-        self._commit(iteration, results, writes)
+        return results
 
     # -- commits --------------------------------------------------------------------------------
 
-    def _commit(self, iteration: int,
-                results: list[tuple[ItemState, list[tuple[str, str, float | None]], list[tuple[str, float]]]],
-                writes: Sequence[Callable[[], None]] = ()) -> None:
+    def _commit(self, iteration: int, results: list[Result], writes: Sequence[Callable[[], None]] = ()) -> None:
         """Commit the (item, iteration) steps of the batch in one transaction, then advance the items.
 
         ``writes`` (the iteration's cache writes: transactions of their own, which the steps do not

@@ -9,7 +9,8 @@ other, in the order given.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Sequence, TypeVar
+from contextlib import contextmanager, suppress
+from typing import Callable, Iterator, Sequence, TypeVar
 
 from capstore.store.engine import Store
 
@@ -17,23 +18,38 @@ T = TypeVar("T")
 
 
 def write_alongside(store: Store, main: Callable[[], T], others: Sequence[Callable[[], None]]) -> T:
-    """``main()``'s result, with ``others`` (each its own transaction) written before it (SQLite) or
-    beside it in threads (PostgreSQL); every one has ended, committed or failed, when this returns.
+    """``main()``'s result, with ``others`` (each its own transaction) written in order before it
+    (SQLite) or beside it, in order on one other thread and connection (PostgreSQL); all have ended,
+    committed or failed, when this returns.
 
     Each must be correct without the others: a kill can leave any of them committed and not the
-    rest. The first error raised (``main``'s first) is raised after all have ended.
+    rest. An error of ``others`` stops the ones after it; it is raised after ``main`` ends, unless
+    ``main`` raised one itself.
     """
     if not others or store.dialect != "postgresql":
         for write in others:
             write()
         return main()
-    with ThreadPoolExecutor(len(others), thread_name_prefix="capstore-write") as pool:
-        futures = [pool.submit(write) for write in others]
+    with ThreadPoolExecutor(1, thread_name_prefix="capstore-write") as pool:
+        beside = pool.submit(lambda: [write() for write in others])
         try:
             result = main()
         finally:
-            errors = [f.exception() for f in futures]  # waits for each to end
-    for error in errors:
-        if error is not None:
-            raise error
+            error = beside.exception()  # waits for them to end
+    if error is not None:
+        raise error
     return result
+
+
+@contextmanager
+def written_if_failed(writes: Sequence[Callable[[], None]]) -> Iterator[None]:
+    """If the block raises, the ``writes`` collected so far are still done, each on its own (an error
+    of one is dropped: the block's is the one raised), so that work done before the failure stays
+    cached; then the block's error goes on."""
+    try:
+        yield
+    except BaseException:
+        for write in writes:
+            with suppress(Exception):
+                write()
+        raise

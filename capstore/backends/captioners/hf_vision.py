@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import time
+from functools import partial
 from typing import Any, Sequence
 
 from capstore.backends.base import CallContext, Generation, ImageRef
@@ -127,7 +128,8 @@ class HFVisionCaptioner:
         results: dict[str, Generation] = dict(found)
 
         def keep(batch: list[int], outs: Sequence[Generation]) -> None:
-            put_generations(self.store, self.model_id, [(keys[i], parts[i], g) for i, g in zip(batch, outs)])
+            ctx.store_write(partial(
+                put_generations, self.store, self.model_id, [(keys[i], parts[i], g) for i, g in zip(batch, outs)]))
             results.update((keys[i], g) for i, g in zip(batch, outs))
 
         start_wall = time.perf_counter()
@@ -136,12 +138,12 @@ class HFVisionCaptioner:
                                                                          [seeds[i] for i in batch]), keep)
         wall_seconds = time.perf_counter() - start_wall
         fresh = [results[keys[i]] for i in todo]
-        record_usage(self.store, run_id=ctx.run_id, stage=ctx.stage or "caption", model_id=self.model_id,
-                     device_type=self.device.split(":")[0], device_name=self.device_name,
-                     device_seconds=device_seconds, wall_seconds=wall_seconds,
-                     tokens_in=sum(g.tokens_in for g in fresh), tokens_out=sum(g.tokens_out for g in fresh),
-                     images=len(todo), items=len(images), calls=-(-len(todo) // self.batch_size),
-                     cached=len(images) - len(todo), worker=ctx.worker)
+        ctx.store_write(partial(
+            record_usage, self.store, run_id=ctx.run_id, stage=ctx.stage or "caption", model_id=self.model_id,
+            device_type=self.device.split(":")[0], device_name=self.device_name, device_seconds=device_seconds,
+            wall_seconds=wall_seconds, tokens_in=sum(g.tokens_in for g in fresh),
+            tokens_out=sum(g.tokens_out for g in fresh), images=len(todo), items=len(images),
+            calls=-(-len(todo) // self.batch_size), cached=len(images) - len(todo), worker=ctx.worker))
         return [results[k] for k in keys]
 
     def _caption_batch(self, images: list[ImageRef], seeds: list[int]) -> list[Generation]:

@@ -11,6 +11,7 @@ unfinished last line, which MILS's parser would otherwise read as a candidate.
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any, Sequence
 
 from capstore.backends.base import CallContext, Generation
@@ -98,7 +99,8 @@ class HFGenerator:
             self._load()  # before the timing: loading is not device time of this call
 
         def keep(batch: list[int], outs: Sequence[Generation]) -> None:
-            put_generations(self.store, self.model_id, [(keys[i], parts[i], g) for i, g in zip(batch, outs)])
+            ctx.store_write(partial(
+                put_generations, self.store, self.model_id, [(keys[i], parts[i], g) for i, g in zip(batch, outs)]))
             found.update((keys[i], g) for i, g in zip(batch, outs))
 
         start_wall = time.perf_counter()
@@ -108,12 +110,12 @@ class HFGenerator:
         wall_seconds = time.perf_counter() - start_wall
         results = [found[k] for k in keys]
         fresh = [results[i] for i in todo]
-        record_usage(self.store, run_id=ctx.run_id, stage=ctx.stage or "generate", model_id=self.model_id,
-                     device_type=self.device.split(":")[0], device_name=self.device_name,
-                     device_seconds=device_seconds, wall_seconds=wall_seconds,
-                     tokens_in=sum(g.tokens_in for g in fresh), tokens_out=sum(g.tokens_out for g in fresh),
-                     items=len(prompts), calls=-(-len(todo) // self.batch_size), cached=len(prompts) - len(todo),
-                     worker=ctx.worker)
+        ctx.store_write(partial(
+            record_usage, self.store, run_id=ctx.run_id, stage=ctx.stage or "generate", model_id=self.model_id,
+            device_type=self.device.split(":")[0], device_name=self.device_name, device_seconds=device_seconds,
+            wall_seconds=wall_seconds, tokens_in=sum(g.tokens_in for g in fresh),
+            tokens_out=sum(g.tokens_out for g in fresh), items=len(prompts), calls=-(-len(todo) // self.batch_size),
+            cached=len(prompts) - len(todo), worker=ctx.worker))
         return results
 
     def _generate(self, prompts: list[str], seeds: list[int]) -> list[Generation]:

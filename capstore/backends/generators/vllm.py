@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import inspect
 import time
+from functools import partial
 from typing import Any, Sequence
 
 from capstore.backends.base import CallContext, Generation
@@ -147,14 +148,16 @@ class VLLMGenerator:
             # With tensor parallelism every one of the GPUs is held for that time.
             device_seconds = (time.perf_counter() - start) * self.tensor_parallel
             fresh = [_generation(o) for o in outs]
-            put_generations(self.store, self.model_id, [(keys[i], parts[i], g) for i, g in zip(todo, fresh)])
+            ctx.store_write(partial(
+                put_generations, self.store, self.model_id, [(keys[i], parts[i], g) for i, g in zip(todo, fresh)]))
             found.update((keys[i], g) for i, g in zip(todo, fresh))
         wall = time.perf_counter() - start
         new = [found[keys[i]] for i in todo]
-        record_usage(self.store, run_id=ctx.run_id, stage=ctx.stage or "generate", model_id=self.model_id,
-                     device_type="cuda", device_name=self.device_name, device_seconds=device_seconds,
-                     wall_seconds=wall, tokens_in=sum(g.tokens_in for g in new), tokens_out=sum(g.tokens_out for g in new),
-                     items=len(prompts), calls=1 if todo else 0, cached=len(prompts) - len(todo), worker=ctx.worker)
+        ctx.store_write(partial(
+            record_usage, self.store, run_id=ctx.run_id, stage=ctx.stage or "generate", model_id=self.model_id,
+            device_type="cuda", device_name=self.device_name, device_seconds=device_seconds, wall_seconds=wall,
+            tokens_in=sum(g.tokens_in for g in new), tokens_out=sum(g.tokens_out for g in new), items=len(prompts),
+            calls=1 if todo else 0, cached=len(prompts) - len(todo), worker=ctx.worker))
         return [found[k] for k in keys]
 
 

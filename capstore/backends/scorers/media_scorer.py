@@ -13,6 +13,7 @@ caches loads none.
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -148,10 +149,11 @@ class MediaScorer:
                                             lambda batch: encode([inputs[s] for s in batch]), keep)
             calls += 1  # a chunk is one batch
         unique = len(set(shas))
-        record_usage(self.store, run_id=ctx.run_id, stage=ctx.stage or f"encode_{kind}", model_id=self.model_id,
-                     device_type=self.device.split(":")[0], device_name=self.device_name,
-                     device_seconds=device_seconds, wall_seconds=time.perf_counter() - start,
-                     items=unique, calls=calls, cached=unique - len(misses), worker=ctx.worker)
+        ctx.store_write(partial(
+            record_usage, self.store, run_id=ctx.run_id, stage=ctx.stage or f"encode_{kind}", model_id=self.model_id,
+            device_type=self.device.split(":")[0], device_name=self.device_name, device_seconds=device_seconds,
+            wall_seconds=time.perf_counter() - start, items=unique, calls=calls, cached=unique - len(misses),
+            worker=ctx.worker))
         return found, failed
 
 

@@ -9,6 +9,7 @@ the local cache); ``open_clip:/path/dir`` loads a folder with ``open_clip_config
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -118,11 +119,12 @@ class OpenClipScorer:
 
         device_seconds = timed_batches(self.device, misses, self.batch_size,
                                        lambda batch: encode([content[s] for s in batch]), keep)
-        record_usage(self.store, run_id=ctx.run_id, stage=ctx.stage or f"encode_{kind}", model_id=self.model_id,
-                     device_type=self.device.split(":")[0], device_name=self.device_name,
-                     device_seconds=device_seconds, wall_seconds=time.perf_counter() - start,
-                     images=len(misses) if kind == "image" else 0, items=len(set(shas)),
-                     calls=-(-len(misses) // self.batch_size), cached=len(set(shas)) - len(misses), worker=ctx.worker)
+        ctx.store_write(partial(
+            record_usage, self.store, run_id=ctx.run_id, stage=ctx.stage or f"encode_{kind}", model_id=self.model_id,
+            device_type=self.device.split(":")[0], device_name=self.device_name, device_seconds=device_seconds,
+            wall_seconds=time.perf_counter() - start, images=len(misses) if kind == "image" else 0,
+            items=len(set(shas)), calls=-(-len(misses) // self.batch_size), cached=len(set(shas)) - len(misses),
+            worker=ctx.worker))
         return np.stack([found[s] for s in shas])
 
     def _encode_text_batch(self, texts: list[str]) -> np.ndarray:
