@@ -76,6 +76,7 @@ class ApiBackend:
         start = time.perf_counter()
         fresh = run_concurrently([requests[i][1] for i in todo], self.policy)
         wall = time.perf_counter() - start
+        # Written at once, not through ctx.store_write: paid answers are not left waiting for a commit.
         put_generations(self.store, self.model_id, [(keys[i], requests[i][0], g) for i, g in zip(todo, fresh)])
         results = dict(found)
         results.update((keys[i], g) for i, g in zip(todo, fresh))

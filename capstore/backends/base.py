@@ -3,7 +3,8 @@
 Backends are built by ``capstore.backends.registry.load_backend(kind, spec, store, ...)`` and
 do their own caching and accounting: every public call looks up the store's caches first,
 computes only the misses, writes them in one transaction, and records one usage event (with
-``calls=0`` when everything came from a cache). The run engine never talks to torch directly.
+``calls=0`` when everything came from a cache); a caller may collect those writes to commit them
+itself (``CallContext.writes``). The run engine never talks to torch directly.
 """
 
 from __future__ import annotations

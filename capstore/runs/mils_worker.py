@@ -29,8 +29,8 @@ from capstore.methods.modalities import embed_media
 from capstore.methods.pool import load_pool
 from capstore.runs.config import RunConfig, item_seed
 from capstore.runs.steps import Step, commit_steps, fail_item, record_error
-from capstore.store.content import get_texts, sha256_text
 from capstore.store.alongside import write_alongside, written_if_failed
+from capstore.store.content import get_texts, sha256_text
 from capstore.store.engine import Store
 from capstore.store.locks import store_lock
 from capstore.store.schema import Candidate, Caption, IterationState
@@ -191,7 +191,7 @@ class MilsWorker:
     def _commit(self, iteration: int, results: list[Result], writes: Sequence[Callable[[], None]] = ()) -> None:
         """Commit the (item, iteration) steps of the batch in one transaction, then advance the items.
 
-        ``writes`` (the iteration's cache writes: transactions of their own, which the steps do not
+        ``writes`` (the iteration's backend writes: transactions of their own, which the steps do not
         need) are committed beside it (``write_alongside``); all have ended when this returns."""
         steps, histories = [], []
         for st, new, kept in results:

@@ -1,9 +1,9 @@
 """Write transactions that do not depend on each other, run at the same time where the store allows.
 
 PostgreSQL commits two transactions on two connections in parallel: while one waits for the
-server, the other's Python builds its rows, and two server processes insert at once (a worker's
-score-cache write beside its step commit). SQLite has one writer: there they run one after the
-other, in the order given.
+server, the other's Python builds its rows, and two server processes insert at once (a MILS
+worker's new generations, scores and usage events beside its step commit). SQLite has one writer:
+there they run one after the other, in the order given.
 """
 
 from __future__ import annotations
