@@ -91,7 +91,7 @@ class Clock:
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
         self.calls: dict[str, int] = {}
-        self._lock = threading.Lock()  # a worker writes its scores on another thread (write_alongside)
+        self._lock = threading.Lock()  # a worker's backend writes run on another thread (write_alongside)
 
     @contextmanager
     def part(self, name: str) -> Iterator[None]:
