@@ -23,8 +23,8 @@ def write_alongside(store: Store, main: Callable[[], T], others: Sequence[Callab
     committed or failed, when this returns.
 
     Each must be correct without the others: a kill can leave any of them committed and not the
-    rest. An error of ``others`` stops the ones after it; it is raised after ``main`` ends, unless
-    ``main`` raised one itself.
+    rest. An error of ``others`` stops the ones after it (and, on SQLite, ``main``); it is raised
+    after ``main`` ends, unless ``main`` raised one itself.
     """
     if not others or store.dialect != "postgresql":
         for write in others:
