@@ -42,10 +42,14 @@ def test_mils_run_writes_every_step_and_rerun_makes_zero_model_calls(demo_store,
         assert s.scalar(select(func.count()).select_from(Candidate).where(Candidate.iteration == 0)) == 6 * 5
         origins = set(s.scalars(select(Candidate.origin).where(Candidate.run_id == 1)))
         assert origins == {"pool", "generated"}
-        best = s.execute(select(Caption.item_id, Caption.score)).all()
-        for item_id, score in best:  # the caption is the best candidate over all iterations
+        best = s.execute(select(Caption.item_id, Caption.score, Caption.text_sha, Caption.iteration)).all()
+        assert len(best) == 6
+        for item_id, score, sha, iteration in best:  # the caption is the best candidate over all iterations
             top = s.scalar(select(func.max(Candidate.score)).where(Candidate.run_id == 1, Candidate.item_id == item_id))
             assert score == pytest.approx(top)
+            first = s.scalar(select(func.min(Candidate.iteration)).where(  # found when its text first came up
+                Candidate.run_id == 1, Candidate.item_id == item_id, Candidate.text_sha == sha))
+            assert iteration == first
     second = _run(args, db)
     assert "run 2" in second and "made 0 model calls: everything came from the caches" in second
     assert snapshot(demo_store, 1) == snapshot(demo_store, 2)

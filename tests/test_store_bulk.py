@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from capstore.runs.mils_worker import first_candidate_iterations
 from capstore.runs.steps import CANDIDATE_COLUMNS, STATE_COLUMNS, Step, commit_steps
 from capstore.store.bulk import DanglingReference, insert_rows, insert_tables
 from capstore.store.content import put_texts, sha256_text
@@ -259,3 +260,20 @@ def test_a_postgres_role_that_may_not_turn_off_triggers_keeps_them(pg_url: str) 
             c.exec_driver_sql(f'DROP OWNED BY "{role}"')
             c.exec_driver_sql(f'DROP ROLE "{role}"')
         admin.dispose()
+
+
+def test_a_captions_first_iteration_is_looked_up_per_item_and_text_across_chunks(store) -> None:  # type: ignore[no-untyped-def]
+    run, items, _ = _run_with_items(store, 450)  # more pairs than one query takes
+    with store.write() as s:
+        shas = put_texts(s, [f"caption of item {i}" for i in range(450)] + ["a text nobody has"])
+    # Item i's caption text is a candidate from iteration i % 3 on (and again later); item i + 1 had
+    # the same text at iteration 0, which must not count for item i.
+    cands = [(run, items[i], it, shas[i], "generated", 0.5, 1) for i in range(450) for it in range(i % 3, 4)]
+    cands += [(run, items[i + 1], 0, shas[i], "generated", 0.1, 2) for i in range(449) if i % 3]
+    with store.write(bulk=True) as s:
+        insert_rows(s, Candidate.__table__, CANDIDATE_COLUMNS, cands)
+    pairs = [(items[i], shas[i]) for i in range(450)]
+    first = first_candidate_iterations(store, run, pairs)
+    assert first == {items[i]: i % 3 for i in range(450)}
+    assert first_candidate_iterations(store, run, [(items[1], shas[450])]) == {}  # never a candidate there
+    assert first_candidate_iterations(store, run + 1, pairs[:5]) == {}  # another run's
