@@ -5,13 +5,15 @@ Usage::
     .venv/bin/python benchmarks/full_scale.py --small                         # 40 items x 10 x 50, SQLite + PG
     .venv/bin/python benchmarks/full_scale.py --out /tmp/full --json full.json # 5,000 items x 10 x 50
     .venv/bin/python benchmarks/full_scale.py --dialects sqlite --workers 1 --keep-stores --no-eval --no-queries
+    .venv/bin/python benchmarks/full_scale.py --dialects postgresql --workers 1 --batch-images 128 --no-eval --no-queries
     .venv/bin/python benchmarks/full_scale.py --analyze sqlite:////tmp/capstore-full-scale/fullscale_sqlite_1w/store.db
 
 For each database (SQLite file, PostgreSQL schema) and worker count (1, 2), a fresh store gets a
 dataset of ``--items`` items (the Karpathy test split's first images' references from the shared
 data, each item a distinct 16x16 PNG), the MILS pool and prompt of the shared data, and one MILS run
-(``--iterations`` counting iteration 0, ``--keep 50 --requested 50``) worked by the real engine:
-claims, leases and heartbeats, batch commits of steps, the embedding (pool), score (generated
+(``--iterations`` counting iteration 0, ``--keep 50 --requested 50``, ``--batch-images`` items a
+batch: the engine's default 16 unless given) worked by the real engine: claims, leases and
+heartbeats, batch commits of steps, the embedding (pool), score (generated
 candidates) and generation caches, usage events. The backends are instant stand-ins registered for
 this process (``bench:`` scorer and generator): the scorer's embeddings are made from the content's
 sha (``--dim`` floats, 1152 as SigLIP SO400M, MILS's scorer, so the pool's cached embeddings have
@@ -72,6 +74,7 @@ from capstore.backends.caching import get_embeddings, put_embeddings  # noqa: E4
 from capstore.backends.models import register_model  # noqa: E402
 from capstore.backends.registry import BackendSpec, register  # noqa: E402
 from capstore.backends.usage import record_usage  # noqa: E402
+from capstore.runs import RunConfig  # noqa: E402
 from capstore.store import Store, open_store  # noqa: E402
 from capstore.store.content import sha256_text  # noqa: E402
 
@@ -124,7 +127,7 @@ def instrument() -> None:
 
     for owner, attr, name in ((engine, "claim", "claim"), (engine, "release", "release"),
                               (engine, "_load_items", "load items"), (mils_worker, "commit_steps", "commit steps"),
-                              (mils_worker.MilsWorker, "_found_at", "caption's first iteration"),
+                              (mils_worker.MilsWorker, "_date_captions", "caption's first iteration"),
                               (mils_worker, "load_pool", "load pool"),
                               (fake_mod, "get_generations", "generation cache read"),
                               (fake_mod, "put_generations", "generation cache write"),
@@ -284,16 +287,16 @@ def drop_store(dialect: str, name: str, out: Path) -> None:
     engine.dispose()
 
 
-def create(url: str, items: int, iterations: int, keep: int, requested: int) -> int:
+def create(url: str, items: int, iterations: int, keep: int, requested: int, batch_images: int) -> int:
     from capstore.datasets.importer import write_split
-    from capstore.runs import RunConfig, create_run
+    from capstore.runs import create_run
 
     store = open_store(url)
     try:
         write_split(store, "coco-karpathy", "test", "full_scale", item_specs(items))
         cfg = RunConfig(method="mils", dataset="coco-karpathy", split="test", scorer="bench:siglip",
                         generator="bench:mils", iterations=iterations - 1, keep=keep, requested=requested,
-                        device="cpu", label="rehearsal")
+                        device="cpu", label="rehearsal", batch_images=batch_images)
         return create_run(store, cfg, pool_file=str(bc.shared_file(bc.POOL)), prompt_file=str(bc.shared_file(bc.PROMPT)))
     finally:
         store.dispose()
@@ -481,7 +484,8 @@ def rehearse(dialect: str, workers: int, args: argparse.Namespace) -> dict[str, 
     url = fresh_store(dialect, name, Path(args.out))
     out: dict[str, Any] = {"dialect": dialect, "workers": workers}
     try:
-        out["setup_s"], run_id = timed(lambda: create(url, args.items, args.iterations, args.keep, args.requested))
+        out["setup_s"], run_id = timed(lambda: create(url, args.items, args.iterations, args.keep, args.requested,
+                                                        args.batch_images))
         print(f"[{dialect}, {workers} worker(s)] run {run_id} created in {out['setup_s']:.1f} s", flush=True)
         out["run"] = run_workers(url, run_id, workers)
         r = out["run"]
@@ -509,6 +513,8 @@ def main() -> None:
     parser.add_argument("--keep", type=int, default=50)
     parser.add_argument("--requested", type=int, default=50)
     parser.add_argument("--dim", type=int, default=1152, help="embedding size (SigLIP SO400M: 1152)")
+    parser.add_argument("--batch-images", type=int, default=RunConfig.batch_images,
+                        help="items per batch (the engine's default: %(default)s; a GPU's generator wants more)")
     parser.add_argument("--dialects", default="sqlite,postgresql")
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--repeat", type=int, default=3)
@@ -528,7 +534,8 @@ def main() -> None:
             Path(args.json).write_text(json.dumps(out, indent=2, default=str))
         return
     results: dict[str, Any] = {"machine": bc.machine(), "argv": sys.argv[1:],
-                               "spec": {k: getattr(args, k) for k in ("items", "iterations", "keep", "requested", "dim")},
+                               "spec": {k: getattr(args, k) for k in ("items", "iterations", "keep", "requested", "dim",
+                                                                         "batch_images")},
                                "configurations": []}
     for dialect in args.dialects.split(","):
         for workers in (int(w) for w in args.workers.split(",")):
