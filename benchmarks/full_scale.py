@@ -74,7 +74,9 @@ from capstore.backends.caching import get_embeddings, put_embeddings  # noqa: E4
 from capstore.backends.models import register_model  # noqa: E402
 from capstore.backends.registry import BackendSpec, register  # noqa: E402
 from capstore.backends.usage import record_usage  # noqa: E402
+from capstore.errors import InputError  # noqa: E402
 from capstore.runs import RunConfig  # noqa: E402
+from capstore.runs.validate import check_int  # noqa: E402
 from capstore.store import Store, open_store  # noqa: E402
 from capstore.store.content import sha256_text  # noqa: E402
 
@@ -525,6 +527,10 @@ def main() -> None:
     parser.add_argument("--analyze", metavar="URL", help="only eval and queries, on this kept store's run 1")
     parser.add_argument("--json")
     args = parser.parse_args()
+    try:  # the engine's own bounds, refused in one line before any store is made
+        check_int("batch_images", args.batch_images)
+    except InputError as exc:
+        parser.error(str(exc))
     if args.small:
         args.items = 40
     register_backends(args.dim, args.requested)

@@ -33,3 +33,11 @@ def test_the_rehearsal_runs_small_and_accounts_for_the_engine_parts(tmp_path: Pa
         assert json.loads(store.execute("SELECT config FROM runs").fetchone()[0])["batch_images"] == 8
     finally:
         store.close()
+
+
+def test_the_rehearsal_refuses_a_batch_the_engine_would_in_one_line(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "full_scale.py"), "--small", "--dialects", "sqlite",
+                           "--batch-images", "0", "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].endswith("--batch-images 0: expected an integer from 1 to 4,096")
+    assert not any(tmp_path.iterdir())  # no store was made
