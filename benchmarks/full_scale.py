@@ -134,8 +134,7 @@ def instrument() -> None:
                               (fake_mod, "get_generations", "generation cache read"),
                               (fake_mod, "put_generations", "generation cache write"),
                               (fake_mod, "record_usage", "usage events"),
-                              (score_cache, "get_scores", "score cache read"),
-                              (score_cache, "media_with_scores", "score cache read"),
+                              (score_cache, "get_media_scores", "score cache read"),
                               (score_cache, "put_scores", "score cache write"),
                               (score_cache, "record_usage", "usage events"),
                               # parts of "commit steps" (inside it, not beside it)
@@ -387,13 +386,13 @@ def store_size(store: Store) -> dict[str, Any]:
 def counts(store: Store, run_id: int) -> dict[str, int]:
     from sqlalchemy import func, select
 
-    from capstore.store.schema import Candidate, EmbeddingCache, GenerationCache, ScoreCache, Text
+    from capstore.store.schema import Candidate, EmbeddingCache, GenerationCache, ScoreSet, Text
 
     with store.read() as s:
         return {"candidates": s.scalar(select(func.count()).select_from(Candidate).where(Candidate.run_id == run_id)),
                 "texts": s.scalar(select(func.count()).select_from(Text)),
                 "embeddings": s.scalar(select(func.count()).select_from(EmbeddingCache)),
-                "scores": s.scalar(select(func.count()).select_from(ScoreCache)),
+                "scores": s.scalar(select(func.coalesce(func.sum(ScoreSet.size), 0))),
                 "generations": s.scalar(select(func.count()).select_from(GenerationCache))}
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from click.testing import CliRunner
 from sqlalchemy import Table, func, select, text, update
 
-from capstore.backends.caching import put_embeddings
+from capstore.backends.caching import put_embeddings, put_scores
 from capstore.cli.main import cli
 from capstore.datasets import make_demo
 from capstore.methods.demo_assets import write_demo_assets
@@ -19,8 +19,8 @@ from capstore.runs.cleanup import RUN_TABLES
 from capstore.store import Store
 from capstore.store.content import sha256_text
 from capstore.store.schema import (Base, Candidate, CandidateEval, CandidateEvalValue, EmbeddingCache, Image,
-                                   ImageBlob, IterationState, MetricValue, Model, Run, Text, TextSet, TextSetMember,
-                                   WorkItem, utcnow)
+                                   ImageBlob, Item, IterationState, MetricValue, Model, Run, ScoreSet, Text, TextSet,
+                                   TextSetMember, WorkItem, utcnow)
 
 
 def _cli(db: str, *args: str) -> tuple[int, str]:
@@ -90,6 +90,13 @@ def test_delete_runs_and_collect_garbage(store: Store, tiny_models, tmp_path: Pa
         s.add_all([Image(sha256="f" * 64, size_bytes=3), ImageBlob(image_sha="f" * 64, data=b"abc")])  # an orphan
     put_embeddings(store, scorer_id, "image", ["f" * 64], np.ones((1, 4), dtype=np.float32))
     assert run1_texts and not run1_texts & pool_texts
+    with store.read() as s:
+        image = s.scalar(select(Item.image_sha).where(Item.image_sha.is_not(None)))
+        run1_sets = s.scalar(select(func.count()).select_from(ScoreSet))
+    assert run1_sets  # run 1's generated candidates' scores
+    pool_text, run1_text = min(pool_texts), min(run1_texts)
+    put_scores(store, scorer_id, {("f" * 64, pool_text): 0.5})  # the orphan image's
+    put_scores(store, scorer_id, {(image, pool_text): 0.25, (image, run1_text): 0.75})  # one text will stay
     with store.write() as s:  # run 5's item held by a live worker (as while it is extended)
         s.execute(update(WorkItem).where(WorkItem.run_id == 5).values(
             status="leased", lease_owner="elsewhere:1:alive", lease_expires_at=utcnow() + timedelta(minutes=5)))
@@ -136,6 +143,8 @@ def test_delete_runs_and_collect_garbage(store: Store, tiny_models, tmp_path: Pa
     assert sha256_text("another debris line") not in texts
     assert pool_texts <= texts and pool_texts <= text_embeddings  # run 5 still uses the pool: it and its cache stay
     assert _counts(store)["images"] == after["images"] - 1 and _counts(store)["references"] == after["references"]
+    with store.read() as s:  # run 1's sets went with its texts, the orphan image's with it; the mixed one stays whole
+        assert s.execute(select(ScoreSet.image_sha, ScoreSet.size)).all() == [(image, 2)]
 
     code, out = _cli(db, "gc", "--older-than", "0")
     assert code == 0 and out.strip() == "gc removed: debris runs: none; nothing else", out

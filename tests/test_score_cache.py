@@ -11,16 +11,16 @@ from pathlib import Path
 
 import numpy as np
 from click.testing import CliRunner
-from sqlalchemy import event, select
+from sqlalchemy import event, func, select
 
-from capstore.backends.caching import get_scores, put_scores
+from capstore.backends.caching import get_media_scores, get_scores, put_scores
 from capstore.backends.registry import load_backend
 from capstore.backends import score_cache
 from capstore.backends.score_cache import batch_scores, score_texts
 from capstore.cli.main import cli
 from capstore.store.content import sha256_text
 from capstore.store.engine import Store
-from capstore.store.schema import Candidate, EmbeddingCache, Item, Model, ScoreCache, UsageEvent
+from capstore.store.schema import Candidate, EmbeddingCache, Item, Model, ScoreSet, UsageEvent
 from tests.conftest import demo_images
 from tests.run_helpers import mils_args
 
@@ -38,7 +38,9 @@ def test_scores_round_trip_exactly_across_chunks_on_each_database(store: Store) 
     rng = random.Random(7)
     scores = {(sha256_text(f"m{i % 40}"), sha256_text(f"t{i}")): rng.uniform(-1, 1) for i in range(6_001)}
     put_scores(store, first, scores)
-    put_scores(store, first, {key: 5.0 for key in list(scores)[:10]})  # an existing pair keeps its score
+    with store.read() as s:
+        assert s.scalar(select(func.count()).select_from(ScoreSet)) == 40  # one row a medium, not a pair
+    put_scores(store, first, {key: 5.0 for key in list(scores)[:10]})  # an existing pair keeps its first score
     wanted = list(scores) + [(sha256_text("m0"), sha256_text("never scored"))]
     assert get_scores(store, first, wanted) == scores  # every double back to the bit; the unknown pair absent
     assert get_scores(store, other, wanted) == {}  # another scorer's scores are its own
@@ -46,9 +48,9 @@ def test_scores_round_trip_exactly_across_chunks_on_each_database(store: Store) 
     assert get_scores(store, first, [(pair[1], pair[0])]) == {}  # (medium, text), not either way round
 
 
-def test_a_lookup_searches_the_whole_key_on_sqlite(sqlite_url: str) -> None:
-    """A row-value ``IN`` searched SQLite's key by model only: every lookup scanned the scorer's every
-    score, so a 2.5M-candidate run slowed down as it went."""
+def test_a_lookup_reads_the_mediums_sets_by_index_on_sqlite(sqlite_url: str) -> None:
+    """A lookup finds a medium's score sets through the (model, medium) index: a scan of the scorer's
+    every set per lookup would slow a 2.5M-candidate run down as it went."""
     from capstore.store import open_store
 
     store = open_store(sqlite_url)
@@ -59,10 +61,10 @@ def test_a_lookup_searches_the_whole_key_on_sqlite(sqlite_url: str) -> None:
                  lambda conn, cursor, statement, params, context, many: seen.append((statement, params)))
     pair = (sha256_text("m"), sha256_text("t"))
     assert get_scores(store, model, [pair]) == {pair: 0.5}
-    statement, params = next((st, pa) for st, pa in seen if "score_cache" in st)
+    statement, params = next((st, pa) for st, pa in seen if "score_sets" in st)
     with store.engine.connect() as conn:
         plan = " ".join(row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", params))
-    assert "SEARCH s USING" in plan and "(model_id=? AND image_sha=? AND text_sha=?)" in plan, plan
+    assert "USING INDEX ix_score_sets_model_image (model_id=? AND image_sha=?)" in plan, plan
     store.dispose()
 
 
@@ -89,7 +91,8 @@ def test_a_mils_run_caches_generated_scores_not_embeddings_and_a_rerun_replays_t
         rows = s.execute(select(Candidate.text_sha, Candidate.score, Item.image_sha, Candidate.iteration)
                          .join(Item, Item.id == Candidate.item_id)
                          .where(Candidate.run_id == 1, Candidate.origin == "generated")).all()
-        cached = {(r.image_sha, r.text_sha): r.score for r in s.scalars(select(ScoreCache))}
+        model_id, media = s.scalar(select(ScoreSet.model_id)), set(s.scalars(select(ScoreSet.image_sha)))
+    cached = get_media_scores(demo_store, model_id, media)
     assert not generated & embedded  # no vector stored for a text only ever generated
     assert embedded  # the pool's are
     assert {(image, sha): score for sha, score, image, _ in rows} == cached  # every generated pair, exactly
@@ -141,30 +144,33 @@ def test_only_texts_with_a_missing_pair_are_encoded_and_none_is_cached(  # type:
         assert s.scalar(select(EmbeddingCache.content_sha).where(EmbeddingCache.content_kind == "text")) is None
 
 
-def test_a_batch_asks_the_store_only_for_media_scored_before_it(demo_store, tiny_models,  # type: ignore[no-untyped-def]
-                                                               monkeypatch) -> None:
-    """A medium with no stored score when the batch begins can only be scored by the batch: its pairs
-    come from the batch's memory (a repeated text is not encoded again), the store is not asked."""
+def test_a_batch_reads_its_media_scores_once_and_its_calls_ask_the_store_nothing(  # type: ignore[no-untyped-def]
+        demo_store, tiny_models, monkeypatch) -> None:
+    """A batch reads every stored score of its media when it begins; then its pairs come from its
+    memory (a repeated text is not encoded again) and the store is not asked, and what it computes
+    is stored for a resume."""
     scorer = load_backend("scorer", tiny_models.specs["scorer"], demo_store, device="cpu")
     images = demo_images(demo_store, 2)
     vectors = scorer.encode_images(images)
     (old, old_vec), (new, new_vec) = [(im.sha256, vec) for im, vec in zip(images, vectors)]
     put_scores(demo_store, scorer.model_id, {(old, sha256_text("a stored pair")): 0.25})
-    asked: list[list[tuple[str, str]]] = []
-    real = score_cache.get_scores
-    monkeypatch.setattr(score_cache, "get_scores", lambda store, model, pairs: asked.append(list(pairs)) or
-                        real(store, model, pairs))
+    asked: list[list[str]] = []
+    real = score_cache.get_media_scores
+    monkeypatch.setattr(score_cache, "get_media_scores", lambda store, model, media: asked.append(sorted(media)) or
+                        real(store, model, media))
     batch = batch_scores(demo_store, scorer.model_id, [old, new])
-    assert batch.fresh == {new}
+    assert asked == [sorted([old, new])] and batch.seen == {(old, sha256_text("a stored pair")): 0.25}
+    asked.clear()
     first = score_texts(demo_store, scorer, [(old, old_vec), (new, new_vec)],
                         [["a stored pair", "a cat"], ["a cat", "a dog"]], batch=batch)
-    assert first[0]["a stored pair"] == 0.25
-    assert asked == [[(old, sha256_text("a stored pair")), (old, sha256_text("a cat"))]]  # not the fresh medium's
+    assert first[0]["a stored pair"] == 0.25 and asked == []
     encoded: list[list[str]] = []
     encode = scorer.encode_texts
     scorer.encode_texts = lambda texts, ctx=None, cache=True: encoded.append(list(texts)) or encode(texts, cache=cache)
-    asked.clear()
     second = score_texts(demo_store, scorer, [(new, new_vec)], [["a dog", "a bird"]], batch=batch)
     assert encoded == [["a bird"]] and asked == []  # "a dog" from the batch's memory
     assert second[0]["a dog"] == first[1]["a dog"]
-    assert get_scores(demo_store, scorer.model_id, [(new, sha256_text("a bird"))])  # and stored for a resume
+    assert get_scores(demo_store, scorer.model_id, [(new, sha256_text("a bird")), (old, sha256_text("a cat"))]) == {
+        (new, sha256_text("a bird")): second[0]["a bird"], (old, sha256_text("a cat")): first[0]["a cat"]}
+    assert score_texts(demo_store, scorer, [(new, new_vec)], [["a bird"]]) == [{"a bird": second[0]["a bird"]}]
+    assert asked == [[new]] and encoded == [["a bird"]]  # no batch: the call reads its media's scores itself

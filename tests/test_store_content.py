@@ -134,29 +134,30 @@ def test_insert_ignore_round_trips_every_value_and_fills_defaults(store) -> None
     every bit of a double come back as given; a table whose client-side default must be filled
     (a dataset's created_at) still gets it, and a column whose type converts values (an embedding's
     bytes) goes the driver's way."""
-    from sqlalchemy import event
+    from sqlalchemy import Column, Float, MetaData, String, Table, event
 
-    from capstore.store.schema import EmbeddingCache, Model, ScoreCache
+    from capstore.store.schema import EmbeddingCache, Model
 
+    doubles = Table("doubles", MetaData(), Column("key", String(64), primary_key=True), Column("value", Float))
+    doubles.create(store.engine)
     statements: list[str] = []
     event.listen(store.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
     with store.write() as s:
         s.add(Model(fingerprint="m" * 64, kind="scorer", backend="test", name="m"))
         s.flush()
         model_id = s.scalar(select(Model.id))
-        insert_ignore(s, ScoreCache, [{"model_id": model_id, "image_sha": "a" * 64, "text_sha": "b" * 64,
-                                       "score": 0.1 + 0.2}])
+        insert_ignore(s, doubles, [{"key": "a" * 64, "value": 0.1 + 0.2}])
         insert_ignore(s, EmbeddingCache, [{"model_id": model_id, "content_kind": "text", "content_sha": "c" * 64,
                                            "dim": 2, "vector": b"\x00\x01\xff\x00"}])
         put_texts(s, ODD_TEXTS)
         insert_ignore(s, Dataset, [{"name": "defaults"}])
     with store.read() as s:
-        assert s.scalar(select(ScoreCache.score)) == 0.1 + 0.2  # 0.30000000000000004, to the bit
+        assert s.scalar(select(doubles.c.value)) == 0.1 + 0.2  # 0.30000000000000004, to the bit
         assert s.scalar(select(EmbeddingCache.vector)) == b"\x00\x01\xff\x00"
         assert get_texts(s, [sha256_text(t) for t in ODD_TEXTS]) == {sha256_text(t): t for t in ODD_TEXTS}
         assert s.scalar(select(Dataset.created_at).where(Dataset.name == "defaults")) is not None
     unnest = [sql for sql in statements if "unnest(" in sql]
     if store.dialect == "postgresql":
-        assert {sql.split('"')[1] for sql in unnest} == {"score_cache", "texts"}  # the engine's hot writes
+        assert {sql.split('"')[1] for sql in unnest} == {"doubles", "texts"}  # texts: the engine's hot write
     else:
         assert not unnest

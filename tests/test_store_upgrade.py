@@ -254,10 +254,46 @@ def test_0007_keeps_every_score_and_makes_the_table_without_rowid(tmp_path: Path
         conn.execute(text("INSERT INTO score_cache VALUES (:m, :i, :t, :s)"),
                      [dict(zip("mits", r)) for r in rows])
     assert "WITHOUT ROWID" not in table()[0]
-    upgrade(store)
+    command.upgrade(alembic_config(store), "0007")
     sql, after = table()
     assert "WITHOUT ROWID" in sql and after == rows
     command.downgrade(alembic_config(store), "0006")
     sql, back = table()
     assert "WITHOUT ROWID" not in sql and back == rows
+    store.dispose()
+
+
+def test_0008_packs_each_mediums_scores_into_one_set_and_back(db_url: str) -> None:
+    """score_cache's pairs become one score set a (model, medium), every double to the bit; lookups
+    read them; a downgrade unpacks them into the same rows."""
+    from sqlalchemy import text
+
+    from capstore.backends.caching import get_scores
+    from capstore.store.schema import ScoreSet
+
+    store = open_store(db_url, upgrade=False)
+    command.upgrade(alembic_config(store), "0007")
+    rows = sorted([(1, "a" * 64, "b" * 64, 1.0 / 3.0), (1, "a" * 64, "c" * 64, -0.1), (1, "d" * 64, "b" * 64, 2.0 ** -40),
+                   (2, "a" * 64, "b" * 64, 0.1 + 0.2)])
+
+    def cached() -> list[tuple]:  # type: ignore[type-arg]
+        with store.engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(text("SELECT * FROM score_cache ORDER BY 1, 2, 3"))]
+
+    with store.engine.begin() as conn:
+        for model in (1, 2):
+            conn.execute(text("INSERT INTO models (id, fingerprint, kind, backend, name, config, created_at) "
+                              "VALUES (:id, :fp, 'scorer', 'bench', 'm', '{}', '2026-12-07')"),
+                         {"id": model, "fp": str(model) * 64})
+        conn.execute(text("INSERT INTO score_cache VALUES (:m, :i, :t, :s)"), [dict(zip("mits", r)) for r in rows])
+    upgrade(store)
+    with store.read() as s:
+        sets = s.execute(select(ScoreSet.model_id, ScoreSet.image_sha, ScoreSet.size).order_by(
+            ScoreSet.model_id, ScoreSet.image_sha)).all()
+    assert [tuple(r) for r in sets] == [(1, "a" * 64, 2), (1, "d" * 64, 1), (2, "a" * 64, 1)]
+    for model in (1, 2):
+        mine = {(i, t): sc for m, i, t, sc in rows if m == model}
+        assert get_scores(store, model, [*mine, ("d" * 64, "c" * 64)]) == mine
+    command.downgrade(alembic_config(store), "0007")
+    assert cached() == rows
     store.dispose()

@@ -76,7 +76,7 @@ def sha_code(dialect: str, column: str) -> str:
 APPEND = ("candidates", "usage_events", "errors", "metric_values")
 ROWID: dict[str, tuple[str, ...]] = {"texts": ("sha256",), "iteration_states": ("run_id", "item_id", "iteration")}
 BY_EVAL = ("candidate_eval_values",)
-PASSTHROUGH = ("embedding_cache", "score_cache", "generation_cache", "image_blobs")
+PASSTHROUGH = ("embedding_cache", "score_sets", "generation_cache", "image_blobs")
 RULED = frozenset((*WHOLE, *COUNTED, *BY_RUN, *APPEND, *ROWID, *BY_EVAL))
 RUN_TABLES = ("metric_values", "candidates", "iteration_states", "usage_events", "errors", "work_items", "captions")
 TEXT_REFERENCES = {"candidates": "text_sha", "iteration_states": "best_text_sha", "captions": "text_sha",

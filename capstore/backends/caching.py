@@ -3,7 +3,8 @@ generations (key → output).
 
 Embeddings are float32 bytes. A lookup returns the hits; callers compute the misses in batches and
 write them back in one transaction (``ON CONFLICT DO NOTHING``, so two workers computing the same
-miss do not collide).
+miss do not collide). Scores are kept as sets, one row a medium a write (``ScoreSet``): two workers
+scoring the same pair both store it, and a lookup gives the first.
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
-from sqlalchemy import String, any_, bindparam, select
+from sqlalchemy import String, any_, bindparam, insert, select
 
 from capstore.backends.base import Generation
 from capstore.backends.sampling import drop_unfinished_line
 from capstore.store.content import insert_ignore
 from capstore.store.engine import Store
-from capstore.store.schema import EmbeddingCache, GenerationCache, ScoreCache
+from capstore.store.schema import EmbeddingCache, GenerationCache, ScoreSet
 
 _CHUNK = 20_000
 TRUNCATED = "truncated"  # marker in generation_cache.params of an output cut by the token limit
@@ -63,46 +64,40 @@ def put_embeddings(store: Store, model_id: int, kind: str, shas: Sequence[str], 
     store.transact(lambda s: insert_ignore(s, EmbeddingCache, rows))  # retried whole on a transient abort
 
 
-def get_scores(store: Store, model_id: int, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], float]:
-    """Cached scores of (medium sha, text sha) ``pairs`` for ``model_id``."""
-    wanted = list(dict.fromkeys(pairs))
+def get_media_scores(store: Store, model_id: int, media: Sequence[str]) -> dict[tuple[str, str], float]:
+    """Every cached score of ``media`` (shas) for ``model_id``, by (medium sha, text sha); a pair
+    stored twice gives its first score."""
+    wanted = sorted(set(media))
     out: dict[tuple[str, str], float] = {}
-    step = _CHUNK // 4  # two parameters a pair; SQLite's limit is 32,766
     with store.read() as s:
-        conn = s.connection()
-        for i in range(0, len(wanted), step):
-            part = wanted[i : i + step]
-            rows = conn.exec_driver_sql(_scores_sql(conn.dialect.paramstyle, len(part)),
-                                        (*(sha for pair in part for sha in pair), model_id)).all()
-            out.update(((image, text), score) for image, text, score in rows)
+        for i in range(0, len(wanted), _CHUNK):
+            rows = s.execute(select(ScoreSet.image_sha, ScoreSet.text_shas, ScoreSet.scores).where(
+                ScoreSet.model_id == model_id, ScoreSet.image_sha.in_(wanted[i : i + _CHUNK]))
+                .order_by(ScoreSet.id.desc())).all()
+            for image, digests, scores in rows:  # newest first: an older write of a pair overwrites it
+                hexed = bytes(digests).hex()
+                out.update(((image, hexed[64 * k : 64 * k + 64]), value)
+                           for k, value in enumerate(np.frombuffer(scores, dtype="<f8").tolist()))
     return out
 
 
-def _scores_sql(paramstyle: str, n: int) -> str:
-    """The pairs joined as a VALUES list, so that each is one search of the whole key (a row-value
-    ``IN`` searched SQLite's key by model only: a scan of the scorer's every score per lookup,
-    quadratic in a run). Driver SQL: SQLAlchemy compiling a 10,000-parameter VALUES took 20 ms a call.
-    (On PostgreSQL ``unnest`` of two arrays, a statement psycopg prepares, was twice as slow in a run.)"""
-    mark = "?" if paramstyle == "qmark" else "%s"
-    rows = ", ".join([f"({mark}, {mark})"] * n)
-    return (f"WITH wanted(image_sha, text_sha) AS (VALUES {rows}) "
-            f"SELECT s.image_sha, s.text_sha, s.score FROM wanted JOIN score_cache s ON s.model_id = {mark} "
-            "AND s.image_sha = wanted.image_sha AND s.text_sha = wanted.text_sha")
-
-
-def media_with_scores(store: Store, model_id: int, media: Sequence[str]) -> set[str]:
-    """Those of ``media`` (shas) with at least one cached score for ``model_id``."""
-    with store.read() as s:
-        return set(s.scalars(select(ScoreCache.image_sha).where(
-            ScoreCache.model_id == model_id, ScoreCache.image_sha.in_(sorted(set(media)))).distinct()))
+def get_scores(store: Store, model_id: int, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], float]:
+    """Cached scores of (medium sha, text sha) ``pairs`` for ``model_id``."""
+    known = get_media_scores(store, model_id, [image for image, _ in pairs])
+    return {pair: known[pair] for pair in dict.fromkeys(pairs) if pair in known}
 
 
 def put_scores(store: Store, model_id: int, scores: dict[tuple[str, str], float]) -> None:
-    """Store scores of (medium sha, text sha) pairs (one transaction)."""
-    rows = [{"model_id": model_id, "image_sha": image, "text_sha": text, "score": score}
-            for (image, text), score in scores.items()]
+    """Store scores of (medium sha, text sha) pairs: one row a medium, all in one transaction."""
+    by_medium: dict[str, list[tuple[str, float]]] = {}
+    for (image, text), score in scores.items():
+        by_medium.setdefault(image, []).append((text, score))
+    rows = [{"model_id": model_id, "image_sha": image, "size": len(pairs),
+             "text_shas": bytes.fromhex("".join(text for text, _ in pairs)),
+             "scores": np.array([score for _, score in pairs], dtype="<f8").tobytes()}
+            for image, pairs in sorted(by_medium.items())]
     if rows:
-        store.transact(lambda s: insert_ignore(s, ScoreCache, rows))
+        store.transact(lambda s: s.execute(insert(ScoreSet), rows))
 
 
 def get_generations(store: Store, keys: Sequence[str]) -> dict[str, Generation]:

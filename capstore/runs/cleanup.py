@@ -12,7 +12,7 @@ What ``collect_garbage`` removes, in one transaction:
   live lease and seeding no other run;
 - pools no run uses (their lines stay where anything else references them);
 - texts that no dataset reference, pool, candidate, iteration state (best or kept) or caption
-  references, with their embeddings and cached scores;
+  references, with their embeddings, and the score sets none of whose texts is left then;
 - images that no dataset item references, with their files, blobs, embeddings and cached scores.
 Generation-cache entries stay (keyed by request, not by content: a rerun replays them).
 
@@ -28,9 +28,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Sequence
+from typing import Callable, Sequence
 
-from sqlalchemy import ColumnElement, Table, delete, exists, func, or_, select, text
+from sqlalchemy import ColumnElement, Table, bindparam, delete, exists, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from capstore.errors import InputError
@@ -38,13 +38,16 @@ from capstore.runs.leases import store_now
 from capstore.store.engine import Store
 from capstore.store.ids import check_run_id
 from capstore.store.schema import (Base, Candidate, CandidateEval, CandidateEvalValue, Caption, ErrorEvent,
-                                   IterationState, MetricValue, Run, TextSet, TextSetMember, UsageEvent, WorkItem)
+                                   IterationState, MetricValue, Run, ScoreSet, TextSet, TextSetMember, UsageEvent,
+                                   WorkItem)
 
 # Every table with a run_id, children before parents. A test checks this against the schema's foreign keys.
 RUN_TABLES: tuple[type[Base], ...] = (MetricValue, CandidateEval, Caption, IterationState, Candidate, WorkItem,
                                       UsageEvent, ErrorEvent)
 DEBRIS_STATUSES = ("interrupted", "pending")
 DEFAULT_OLDER_THAN = timedelta(minutes=10)
+_SETS_PER_READ = 2_000  # score sets read at a time (~50 text shas each)
+_SHAS_PER_QUERY = 10_000
 MAX_OLDER_THAN = timedelta(days=36_525)  # a century: beyond it, store clocks minus the age leave datetime's range
 
 
@@ -196,21 +199,23 @@ def _collect_content(s: Session, older_than: timedelta) -> dict[str, int]:
         s.execute(text(f"INSERT INTO gc_refs (sha) SELECT DISTINCT {expr} FROM {source} "
                        f"WHERE {expr} IS NOT NULL ON CONFLICT DO NOTHING"))
     _add(counts, _remove(s, "texts", "SELECT 1 FROM gc_refs WHERE gc_refs.sha = texts.sha256",
-                         [("embedding_cache", "content_sha", "content_kind = 'text'"), ("score_cache", "text_sha", "")]))
+                         [("embedding_cache", "content_sha", "content_kind = 'text'")], _orphaned_score_sets))
     s.execute(text("DROP TABLE gc_refs"))
     _add(counts, _remove(s, "images", "SELECT 1 FROM items WHERE items.image_sha = images.sha256",
-                         [("embedding_cache", "content_sha", "content_kind = 'image'"), ("score_cache", "image_sha", ""),
+                         [("embedding_cache", "content_sha", "content_kind = 'image'"), ("score_sets", "image_sha", ""),
                           ("image_files", "image_sha", ""), ("image_blobs", "image_sha", "")]))
     return counts
 
 
-def _remove(s: Session, table: str, referenced: str, dependents: list[tuple[str, str, str]]) -> dict[str, int]:
+def _remove(s: Session, table: str, referenced: str, dependents: list[tuple[str, str, str]],
+            more: Callable[[Session, str], dict[str, int]] | None = None) -> dict[str, int]:
     """Delete the rows of ``table`` (keyed by ``sha256``) for which ``referenced`` finds nothing, and
-    the rows of ``dependents`` (table, sha column, extra condition) keyed by them first."""
+    the rows of ``dependents`` (table, sha column, extra condition) keyed by them first (and ``more``'s,
+    given the name of the temporary table of those shas)."""
     orphans = f"gc_{table}"
     s.execute(text(f"CREATE TEMPORARY TABLE {orphans} (sha VARCHAR(64) PRIMARY KEY)"))
     s.execute(text(f"INSERT INTO {orphans} (sha) SELECT sha256 FROM {table} WHERE NOT EXISTS ({referenced})"))
-    counts: dict[str, int] = {}
+    counts: dict[str, int] = more(s, orphans) if more else {}
     for dependent, column, condition in dependents:
         extra = f" AND {condition}" if condition else ""
         counts[dependent] = s.execute(text(
@@ -218,6 +223,34 @@ def _remove(s: Session, table: str, referenced: str, dependents: list[tuple[str,
     counts[table] = s.execute(text(f"DELETE FROM {table} WHERE sha256 IN (SELECT sha FROM {orphans})")).rowcount
     s.execute(text(f"DROP TABLE {orphans}"))
     return counts
+
+
+def _orphaned_score_sets(s: Session, orphans: str) -> dict[str, int]:
+    """Delete the score sets none of whose texts stays stored (none in ``texts`` but out of
+    ``orphans``); a set with one text left stays whole. Read in id order, a chunk at a time."""
+    doomed, last = [], 0
+    kept_sql = text(f"SELECT t.sha256 FROM texts t WHERE t.sha256 IN :shas AND NOT EXISTS "
+                    f"(SELECT 1 FROM {orphans} o WHERE o.sha = t.sha256)").bindparams(bindparam("shas", expanding=True))
+    while True:
+        rows = s.execute(select(ScoreSet.id, ScoreSet.text_shas).where(ScoreSet.id > last)
+                         .order_by(ScoreSet.id).limit(_SETS_PER_READ)).all()
+        if not rows:
+            break
+        last = rows[-1][0]
+        shas = {row[0]: _hex_digests(row[1]) for row in rows}
+        wanted = sorted({sha for group in shas.values() for sha in group})
+        left: set[str] = set()
+        for start in range(0, len(wanted), _SHAS_PER_QUERY):
+            left.update(s.scalars(kept_sql, {"shas": wanted[start:start + _SHAS_PER_QUERY]}))
+        doomed += [set_id for set_id, group in shas.items() if left.isdisjoint(group)]
+    for start in range(0, len(doomed), _SHAS_PER_QUERY):
+        s.execute(delete(ScoreSet).where(ScoreSet.id.in_(doomed[start:start + _SHAS_PER_QUERY])))
+    return {"score_sets": len(doomed)}
+
+
+def _hex_digests(packed: bytes) -> list[str]:
+    hexed = bytes(packed).hex()
+    return [hexed[k:k + 64] for k in range(0, len(hexed), 64)]
 
 
 def _add(total: dict[str, int], more: dict[str, int]) -> None:

@@ -64,7 +64,7 @@ class MilsWorker:
         self.ctx = CallContext(run_id=run_id, worker=worker)
         self.on_step = on_step
         self._pool: tuple[list[str], np.ndarray] | None = None
-        self._scores = BatchScores(fresh=set())  # the batch in hand's scores (``process``)
+        self._scores = BatchScores()  # the batch in hand's scores (``process``)
 
     @property
     def scorer(self):  # type: ignore[no-untyped-def]

@@ -289,16 +289,24 @@ class EmbeddingCache(Base):
     vector: Mapped[bytes] = mapped_column(LargeBinary)
 
 
-class ScoreCache(Base):
-    """A scorer's score of a (medium, text) pair: MILS's generated candidates, each scored against one
-    medium, are cached here instead of as embeddings. WITHOUT ROWID on SQLite (one b-tree by the key)."""
+class ScoreSet(Base):
+    """A scorer's scores of texts against one medium, written together (migration 0008).
 
-    __tablename__ = "score_cache"
-    __table_args__ = {"sqlite_with_rowid": False}
-    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
-    image_sha: Mapped[str] = mapped_column(SHA, primary_key=True)
-    text_sha: Mapped[str] = mapped_column(SHA, primary_key=True)
-    score: Mapped[float] = mapped_column(Float)
+    MILS's generated candidates, each scored against one medium only, cache their scores here
+    instead of their embeddings. A row holds one write's scores for one medium (a MILS step's ~50):
+    ``text_shas`` the texts' sha256 digests (32 bytes each, in order), ``scores`` their scores
+    (little-endian float64, the same order). One row a pair cost a full run 2.5M random-key index
+    entries, a quarter of the engine's store time. A pair stored twice reads back as its first write.
+    """
+
+    __tablename__ = "score_sets"
+    __table_args__ = (Index("ix_score_sets_model_image", "model_id", "image_sha"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    image_sha: Mapped[str] = mapped_column(SHA)  # the medium's sha256: an image, a video or an audio clip
+    size: Mapped[int] = mapped_column(Integer)
+    text_shas: Mapped[bytes] = mapped_column(LargeBinary)
+    scores: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class GenerationCache(Base):
