@@ -154,3 +154,30 @@ def test_an_unreadable_clip_fails_its_item_in_one_line_and_a_readable_copy_is_us
         with pytest.raises(InputError, match=r"one/media/a.wav: Permission denied; .*two/media/a.wav: Permission denied"):
             read_media(s, sha)
     store.dispose()
+
+
+def test_a_batchs_images_are_read_in_one_blob_query_and_each_bad_one_is_its_own_error(  # type: ignore[no-untyped-def]
+        demo_store, tmp_path: Path) -> None:
+    """``load_media`` (a batch of claimed items): the blobs in one query, an image kept as a file read
+    from it, a corrupt or unknown one an InputError in its own place, the others loaded."""
+    from sqlalchemy import event
+
+    from capstore.backends.base import ImageRef
+    from capstore.methods.modalities import load_media
+
+    with demo_store.write() as s:
+        good, corrupt, on_disk = s.scalars(select(Item.image_sha).order_by(Item.id).limit(3)).all()
+        s.get(ImageBlob, corrupt).data = b"garbage bytes"
+        blob = s.get(ImageBlob, on_disk)
+        (tmp_path / "kept.png").write_bytes(bytes(blob.data))
+        s.delete(blob)
+        s.add(ImageFile(image_sha=on_disk, path=str(tmp_path / "kept.png")))
+    statements: list[str] = []
+    event.listen(demo_store.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    with demo_store.read() as s:
+        refs = load_media(s, [(good, "image"), (corrupt, "image"), ("0" * 64, "image"), (on_disk, "image")])
+    assert [type(r) for r in refs] == [ImageRef, InputError, InputError, ImageRef]
+    assert refs[0].sha256 == good and refs[3].sha256 == on_disk and refs[3].data == (tmp_path / "kept.png").read_bytes()
+    assert corrupt[:12] in str(refs[1]) and "not a readable image" in str(refs[1])
+    assert "0" * 12 in str(refs[2]) and "not readable with matching bytes" in str(refs[2])
+    assert sum("FROM image_blobs" in sql for sql in statements) == 3  # the batch's, then the two it missed alone

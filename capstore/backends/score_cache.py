@@ -52,7 +52,8 @@ def score_texts(store: Store, scorer: Any, media: Sequence[tuple[str, np.ndarray
     Known pairs are read back: from ``batch`` (whose media these must be), else from the store; the
     texts of the other pairs are embedded in one call, sorted and uncached (the same call, in the
     same order, as a fresh run makes), and their scores stored. A usage event counts the texts every
-    pair of which was known. Both writes go through ``ctx.store_write`` (a MILS worker commits them beside its steps)."""
+    pair of which was known. Both writes go through ``ctx.store_write`` (a MILS worker commits them
+    beside its steps)."""
     start = time.perf_counter()
     memo = batch if batch is not None else batch_scores(store, scorer.model_id, [sha for sha, _ in media])
     shas = {t: sha256_text(t) for group in texts for t in group}

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from capstore.backends.base import CallContext
-from capstore.errors import InputError
+from capstore.errors import CapstoreError, InputError
 from capstore.methods.registry import method_spec
 from capstore.store.media import describe_kind
 from capstore.store.schema import Image, Item
@@ -29,15 +29,33 @@ SCORER_MEDIA = {"open_clip": "image", "open_clip-frames": "video", "xclip": "vid
 
 def load_medium(session: Session, sha: str, kind: str) -> Any:
     """The checked medium ``sha`` of ``kind`` (an ImageRef or a MediaRef); InputError if unusable."""
-    if kind == "image":
-        from capstore.store.images import decode_image, read_image
+    ref = load_media(session, [(sha, kind)])[0]
+    if isinstance(ref, CapstoreError):
+        raise ref
+    return ref
 
-        ref = read_image(session, sha)
-        decode_image(ref)
-        return ref
+
+def load_media(session: Session, media: Sequence[tuple[str, str]]) -> list[Any]:
+    """``load_medium`` of each (sha, kind) of ``media``, in order, with an unusable one's error (a
+    CapstoreError) in its place; images' blobs are read in one query (a batch of claimed items)."""
+    from capstore.store.images import decode_image, read_images
     from capstore.store.media import read_media
 
-    return read_media(session, sha)
+    images = read_images(session, [sha for sha, kind in media if kind == "image"])
+    out: list[Any] = []
+    for sha, kind in media:
+        try:
+            if kind != "image":
+                out.append(read_media(session, sha))
+                continue
+            ref = images[sha]
+            if isinstance(ref, InputError):
+                raise ref
+            decode_image(ref)
+            out.append(ref)
+        except CapstoreError as exc:
+            out.append(exc)
+    return out
 
 
 def embed_media(scorer: Any, refs: Sequence[Any], ctx: CallContext) -> tuple[np.ndarray, dict[str, str]]:

@@ -227,7 +227,9 @@ def _remove(s: Session, table: str, referenced: str, dependents: list[tuple[str,
 
 def _orphaned_score_sets(s: Session, orphans: str) -> dict[str, int]:
     """Delete the score sets none of whose texts stays stored (none in ``texts`` but out of
-    ``orphans``); a set with one text left stays whole. Read in id order, a chunk at a time."""
+    ``orphans``); a set with one text left stays whole. Read in id order, a chunk at a time. (A set
+    that a worker writes while its step commit waits for this gc's lock on ``texts`` may go: a cache,
+    its scores are computed again if asked for.)"""
     doomed, last = [], 0
     kept_sql = text(f"SELECT t.sha256 FROM texts t WHERE t.sha256 IN :shas AND NOT EXISTS "
                     f"(SELECT 1 FROM {orphans} o WHERE o.sha = t.sha256)").bindparams(bindparam("shas", expanding=True))

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from capstore.backends.loading_bars import silence_loading_bars
 from capstore.backends.registry import load_backend
 from capstore.errors import CapstoreError
-from capstore.methods.modalities import load_medium
+from capstore.methods.modalities import load_media
 from capstore.methods.registry import method_spec, worker_class
 from capstore.runs.config import RunConfig
 from capstore.runs.create import load_run
@@ -190,23 +190,23 @@ def _wait_for_others(store: Store, run_id: int, worker: str, cfg: RunConfig, bar
 
 
 def _load_items(store: Store, run_id: int, worker: str, batch: list[tuple[int, int, int]]) -> list[ItemState]:
-    """Read and check each claimed item's medium (an image, video or audio clip: ``load_medium``);
-    an unusable one fails its item only."""
-    states = []
+    """Read and check each claimed item's medium (an image, video or audio clip: ``load_media``), in
+    one read transaction; an unusable one fails its item only."""
     with store.read() as s:
         rows = s.execute(select(Item.id, Item.image_sha, Image.kind).outerjoin(Image, Image.sha256 == Item.image_sha)
                          .where(Item.id.in_([b[1] for b in batch]))).all()
-    media = {item_id: (sha, kind or "image") for item_id, sha, kind in rows}
+        media = {item_id: (sha, kind or "image") for item_id, sha, kind in rows}
+        found = [(item_id, media[item_id]) for _, item_id, _ in batch if media.get(item_id, (None,))[0] is not None]
+        refs = dict(zip((item_id for item_id, _ in found), load_media(s, [medium for _, medium in found])))
+    states = []
     for work_id, item_id, done in batch:
         sha, kind = media.get(item_id, (None, "image"))
-        try:
-            if sha is None:
-                raise CapstoreError(f"item {item_id} has no {kind} (imported with --allow-missing-images)")
-            with store.read() as s:
-                ref = load_medium(s, sha, kind)
-        except CapstoreError as exc:
+        ref = refs.get(item_id)
+        if ref is None or isinstance(ref, CapstoreError):
+            message = str(ref) if ref is not None else (f"item {item_id} has no {kind} "
+                                                        "(imported with --allow-missing-images)")
             record_error(store, run_id, item_id, f"load_{kind}", f"corrupt_{kind}" if sha else f"missing_{kind}",
-                         str(exc))
+                         message)
             fail_item(store, work_id, worker, final=True)
             continue
         states.append(ItemState(work_id=work_id, item_id=item_id, image=ref, done=done))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Sequence
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -17,6 +18,8 @@ from capstore.backends.base import ImageRef
 from capstore.errors import InputError
 from capstore.store.content import sha256_bytes
 from capstore.store.schema import Image, ImageBlob, ImageFile
+
+_SHAS_PER_QUERY = 10_000
 
 
 def read_image(session: Session, sha: str) -> ImageRef:
@@ -38,6 +41,23 @@ def read_image(session: Session, sha: str) -> ImageRef:
             return ImageRef(sha256=sha, data=data)
     where = ", ".join(paths) if paths else "no file recorded"
     raise InputError(f"image {sha[:12]} is not readable with matching bytes ({where})")
+
+
+def read_images(session: Session, shas: Sequence[str]) -> dict[str, ImageRef | InputError]:
+    """``read_image`` of each of ``shas`` (images): the store's blobs in one query, the others from
+    their files; an unreadable one maps to its InputError."""
+    wanted = list(dict.fromkeys(shas))
+    out: dict[str, ImageRef | InputError] = {}
+    for start in range(0, len(wanted), _SHAS_PER_QUERY):
+        out.update((sha, ImageRef(sha256=sha, data=bytes(data))) for sha, data in session.execute(
+            select(ImageBlob.image_sha, ImageBlob.data).where(ImageBlob.image_sha.in_(wanted[start:start + _SHAS_PER_QUERY]))))
+    for sha in wanted:
+        if sha not in out:
+            try:
+                out[sha] = read_image(session, sha)
+            except InputError as exc:
+                out[sha] = exc
+    return out
 
 
 def decode_image(ref: ImageRef, name: str | None = None):  # -> PIL.Image.Image
