@@ -273,8 +273,8 @@ def test_0008_packs_each_mediums_scores_into_one_set_and_back(db_url: str) -> No
 
     store = open_store(db_url, upgrade=False)
     command.upgrade(alembic_config(store), "0007")
-    rows = sorted([(1, "a" * 64, "b" * 64, 1.0 / 3.0), (1, "a" * 64, "c" * 64, -0.1), (1, "d" * 64, "b" * 64, 2.0 ** -40),
-                   (2, "a" * 64, "b" * 64, 0.1 + 0.2)])
+    rows = sorted([(1, "a" * 64, "b" * 64, 1.0 / 3.0), (1, "a" * 64, "c" * 64, -0.1),
+                   (1, "d" * 64, "b" * 64, 2.0 ** -40), (2, "a" * 64, "b" * 64, 0.1 + 0.2)])
 
     def cached() -> list[tuple]:  # type: ignore[type-arg]
         with store.engine.connect() as conn:

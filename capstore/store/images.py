@@ -49,8 +49,9 @@ def read_images(session: Session, shas: Sequence[str]) -> dict[str, ImageRef | I
     wanted = list(dict.fromkeys(shas))
     out: dict[str, ImageRef | InputError] = {}
     for start in range(0, len(wanted), _SHAS_PER_QUERY):
-        out.update((sha, ImageRef(sha256=sha, data=bytes(data))) for sha, data in session.execute(
-            select(ImageBlob.image_sha, ImageBlob.data).where(ImageBlob.image_sha.in_(wanted[start:start + _SHAS_PER_QUERY]))))
+        part = wanted[start:start + _SHAS_PER_QUERY]
+        rows = session.execute(select(ImageBlob.image_sha, ImageBlob.data).where(ImageBlob.image_sha.in_(part)))
+        out.update((sha, ImageRef(sha256=sha, data=bytes(data))) for sha, data in rows)
     for sha in wanted:
         if sha not in out:
             try:

@@ -76,8 +76,8 @@ def downgrade() -> None:
     conn = op.get_bind()
     last = 0
     while True:  # oldest set first: ON CONFLICT DO NOTHING keeps a pair's first score
-        rows = conn.execute(sa.text("SELECT id, model_id, image_sha, text_shas, scores FROM score_sets WHERE id > :last "
-                                    "ORDER BY id LIMIT 500"), {"last": last}).all()
+        rows = conn.execute(sa.text("SELECT id, model_id, image_sha, text_shas, scores FROM score_sets "
+                                    "WHERE id > :last ORDER BY id LIMIT 500"), {"last": last}).all()
         if not rows:
             break
         pairs = [{"m": model_id, "i": image, "t": bytes(digests[32 * k:32 * k + 32]).hex(), "s": score}
