@@ -149,6 +149,39 @@ def test_commit_steps_writes_a_batch_in_one_go_and_skips_only_lost_items(store) 
     assert len(again) == 3 and _count(store, Candidate) == 9
 
 
+@pytest.mark.postgres
+def test_a_postgres_step_commit_keeps_its_run_and_items_by_its_locked_work_items(pg_url: str) -> None:
+    """A step commit reads the server's clock in the statement that locks its work items and locks
+    its run and items no further: while it runs, deleting the run (which cascades to the work items)
+    or an item (which they reference) waits for it all the same."""
+    import psycopg
+    from sqlalchemy import create_engine, text
+
+    from capstore.runs.steps import _lock_work_items
+    from capstore.store import open_store
+
+    store = open_store(pg_url)
+    run, items, work = _run_with_items(store, 3)
+    seen = _statements(store)
+    assert commit_steps(store, run, WORKER, [_step(work[0], items[0], 0), _step(work[1], items[1], 0)], 60) == []
+    assert [sql for sql in seen if "statement_timestamp" in sql] == [
+        sql for sql in seen if "FOR UPDATE" in sql and "work_items" in sql]  # one statement for both
+    assert not [sql for sql in seen if "FOR KEY SHARE" in sql and ('"runs"' in sql or '"items"' in sql)]
+    assert any("'replica'" in sql for sql in seen) and _count(store, Candidate) == 6
+    other = create_engine(pg_url)
+    try:
+        with store.write(bulk=True) as s:
+            _lock_work_items(s, run, [_step(work[2], items[2], 0)])  # an item nothing else references yet
+            for statement in (f"DELETE FROM runs WHERE id = {run}", f"DELETE FROM items WHERE id = {items[2]}"):
+                with other.connect() as c, pytest.raises(Exception) as waited:
+                    c.exec_driver_sql("SET lock_timeout = '300ms'")
+                    c.execute(text(statement))
+                assert isinstance(waited.value.orig, psycopg.errors.LockNotAvailable), statement  # type: ignore[attr-defined]
+    finally:
+        other.dispose()
+        store.dispose()
+
+
 def _statements(store) -> list[str]:  # type: ignore[no-untyped-def]
     from sqlalchemy import event
 

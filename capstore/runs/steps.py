@@ -6,12 +6,13 @@ are given back as lost and nothing of them is written); (2) the texts; (3) the n
 their scores and ranks; (4) the iteration states (kept set as [text sha, score] pairs, best first);
 (5) on an item's last step, the final caption. The primary/unique keys of (2)-(5) make completing an
 item twice impossible even if two workers raced. Rows (3)-(5) go through ``store.bulk.insert_tables``
-in a bulk transaction: references are checked once per distinct run, item and text.
+in a bulk transaction: references are checked once per distinct text (the run and items are kept by
+the locked work items that reference them).
 
-Lock order (PostgreSQL): the batch's work items first, in id order, then the texts in sha order
-(``insert_ignore``), then the parents its rows reference and it did not insert (``FOR KEY SHARE``, in
-key order: ``bulk.lock_references``; such locks do not block each other), so two workers' commits
-never wait on each other in a cycle. A transaction the database still aborts (deadlock, SQLite busy)
+Lock order (PostgreSQL): the batch's work items first, in id order (the statement also reads the
+server's clock), then the texts in sha order (``insert_ignore``), then the texts its rows reference
+and it did not insert (``FOR KEY SHARE``, in key order: ``bulk.lock_references``; such locks do not
+block each other), so two workers' commits never wait on each other in a cycle. A transaction the database still aborts (deadlock, SQLite busy)
 is run again whole (``Store.transact``).
 """
 
@@ -23,11 +24,11 @@ from itertools import groupby
 from statistics import fmean
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from capstore.runs.leases import store_now
-from capstore.store.bulk import insert_tables
+from capstore.store.bulk import held_here, insert_tables
 from capstore.store.content import put_texts, sha256_text
 from capstore.store.engine import Store
 from capstore.store.schema import Candidate, Caption, ErrorEvent, IterationState, WorkItem, utcnow
@@ -68,7 +69,7 @@ def commit_steps(store: Store, run_id: int, worker: str, steps: list[Step], leas
     and the other steps are unaffected.
     """
     def unit(s: Session) -> set[tuple[int, int]]:
-        now = store_now(s)
+        now = _lock_work_items(s, run_id, steps)
         moved = _advance(s, worker, steps, now, lease_seconds)
         done = [st for st in steps if (st.work_id, st.iteration) in moved]
         # Only the new candidates' texts are written: a kept text (and so the caption) is one of them
@@ -88,6 +89,28 @@ def commit_steps(store: Store, run_id: int, worker: str, steps: list[Step], leas
     return [st for st in steps if (st.work_id, st.iteration) not in moved]
 
 
+def _lock_work_items(s: Session, run_id: int, steps: list[Step]) -> datetime:
+    """Now by the store's clock; on PostgreSQL read in the statement that locks the steps' work items
+    (``FOR UPDATE``, in id order: SQLite has one writer), one round trip for both.
+
+    The locked work items reference the steps' items and run, so neither can be deleted before this
+    transaction ends (a run's deletion cascades to them and waits; an item's is refused while they
+    exist): the rows written below reference them without locking them again (``bulk.held_here``).
+    """
+    if s.get_bind().dialect.name != "postgresql":
+        return store_now(s)
+    ids = sorted({st.work_id for st in steps})
+    now: datetime | None = None
+    for start in range(0, len(ids), _MAX_IDS):
+        rows = s.execute(select(WorkItem.item_id, func.statement_timestamp()).where(
+            WorkItem.id.in_(ids[start:start + _MAX_IDS])).order_by(WorkItem.id).with_for_update()).all()
+        now = now or (rows[0][1] if rows else None)
+        held_here(s, "items").update(item_id for item_id, _ in rows)
+    if ids:
+        held_here(s, "runs").add(run_id)  # (its work items may all be gone: then nothing is written)
+    return now if now is not None else store_now(s)
+
+
 def _advance(s: Session, worker: str, steps: list[Step], now: datetime, lease_seconds: float) -> set[tuple[int, int]]:
     """Move each step's work item to its iteration if this worker holds it there; returns (work id, iteration) moved.
 
@@ -98,11 +121,6 @@ def _advance(s: Session, worker: str, steps: list[Step], now: datetime, lease_se
         return st.iteration, st.final, st.stopped_early
 
     moved: set[tuple[int, int]] = set()
-    if s.get_bind().dialect.name == "postgresql":  # lock the rows in one order (SQLite has one writer)
-        all_ids = sorted({st.work_id for st in steps})
-        for start in range(0, len(all_ids), _MAX_IDS):
-            s.execute(select(WorkItem.id).where(WorkItem.id.in_(all_ids[start:start + _MAX_IDS]))
-                      .order_by(WorkItem.id).with_for_update())
     for (iteration, final, stopped), members in groupby(sorted(steps, key=group), key=group):
         ids = [st.work_id for st in members]
         values: dict[str, object] = {"iterations_done": iteration, "updated_at": now,

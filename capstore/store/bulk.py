@@ -111,8 +111,9 @@ def _may_skip_triggers(conn: Connection) -> bool:
 def held_here(session: Session, table: str) -> set[Any]:
     """The keys of ``table``'s rows that no other transaction can delete before this session's ends
     (PostgreSQL): those it inserted itself outside savepoints (``content.insert_ignore`` records them:
-    no other transaction sees them yet) and those ``lock_references`` locked. References to them
-    need no lock."""
+    no other transaction sees them yet), those ``lock_references`` locked, and those that rows it
+    locked ``FOR UPDATE`` reference (a step commit's items and run: ``runs.steps``). References to
+    them need no lock."""
     root = session.get_transaction()
     held = session.info.get("capstore_held")
     if held is None or held[0] is not root:  # kept per transaction: its end releases everything
