@@ -12,8 +12,8 @@ the locked work items that reference them).
 Lock order (PostgreSQL): the batch's work items first, in id order (the statement also reads the
 server's clock), then the texts in sha order (``insert_ignore``), then the texts its rows reference
 and it did not insert (``FOR KEY SHARE``, in key order: ``bulk.lock_references``; such locks do not
-block each other), so two workers' commits never wait on each other in a cycle. A transaction the database still aborts (deadlock, SQLite busy)
-is run again whole (``Store.transact``).
+block each other), so two workers' commits never wait on each other in a cycle. A transaction the
+database still aborts (deadlock, SQLite busy) is run again whole (``Store.transact``).
 """
 
 from __future__ import annotations
@@ -104,11 +104,11 @@ def _lock_work_items(s: Session, run_id: int, steps: list[Step]) -> datetime:
     for start in range(0, len(ids), _MAX_IDS):
         rows = s.execute(select(WorkItem.item_id, func.statement_timestamp()).where(
             WorkItem.id.in_(ids[start:start + _MAX_IDS])).order_by(WorkItem.id).with_for_update()).all()
-        now = now or (rows[0][1] if rows else None)
-        held_here(s, "items").update(item_id for item_id, _ in rows)
-    if ids:
-        held_here(s, "runs").add(run_id)  # (its work items may all be gone: then nothing is written)
-    return now if now is not None else store_now(s)
+        if rows:
+            now = now or rows[0][1]
+            held_here(s, "items").update(item_id for item_id, _ in rows)
+            held_here(s, "runs").add(run_id)
+    return now if now is not None else store_now(s)  # (no work item left: nothing is written)
 
 
 def _advance(s: Session, worker: str, steps: list[Step], now: datetime, lease_seconds: float) -> set[tuple[int, int]]:
