@@ -75,10 +75,15 @@ def get_media_scores(store: Store, model_id: int, media: Sequence[str]) -> dict[
                 ScoreSet.model_id == model_id, ScoreSet.image_sha.in_(wanted[i : i + _CHUNK]))
                 .order_by(ScoreSet.id.desc())).all()
             for image, digests, scores in rows:  # newest first: an older write of a pair overwrites it
-                hexed = bytes(digests).hex()
-                out.update(((image, hexed[64 * k : 64 * k + 64]), value)
-                           for k, value in enumerate(np.frombuffer(scores, dtype="<f8").tolist()))
+                out.update(zip(((image, sha) for sha in text_shas_of(digests)),
+                               np.frombuffer(scores, dtype="<f8").tolist()))
     return out
+
+
+def text_shas_of(digests: bytes) -> list[str]:
+    """A score set's text shas, hex, from its ``text_shas`` (32-byte digests in order)."""
+    hexed = bytes(digests).hex()
+    return [hexed[k : k + 64] for k in range(0, len(hexed), 64)]
 
 
 def get_scores(store: Store, model_id: int, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], float]:

@@ -33,6 +33,7 @@ from typing import Callable, Sequence
 from sqlalchemy import ColumnElement, Table, bindparam, delete, exists, func, or_, select, text
 from sqlalchemy.orm import Session
 
+from capstore.backends.caching import text_shas_of
 from capstore.errors import InputError
 from capstore.runs.leases import store_now
 from capstore.store.engine import Store
@@ -239,7 +240,7 @@ def _orphaned_score_sets(s: Session, orphans: str) -> dict[str, int]:
         if not rows:
             break
         last = rows[-1][0]
-        shas = {row[0]: _hex_digests(row[1]) for row in rows}
+        shas = {row[0]: text_shas_of(row[1]) for row in rows}
         wanted = sorted({sha for group in shas.values() for sha in group})
         left: set[str] = set()
         for start in range(0, len(wanted), _SHAS_PER_QUERY):
@@ -248,11 +249,6 @@ def _orphaned_score_sets(s: Session, orphans: str) -> dict[str, int]:
     for start in range(0, len(doomed), _SHAS_PER_QUERY):
         s.execute(delete(ScoreSet).where(ScoreSet.id.in_(doomed[start:start + _SHAS_PER_QUERY])))
     return {"score_sets": len(doomed)}
-
-
-def _hex_digests(packed: bytes) -> list[str]:
-    hexed = bytes(packed).hex()
-    return [hexed[k:k + 64] for k in range(0, len(hexed), 64)]
 
 
 def _add(total: dict[str, int], more: dict[str, int]) -> None:
